@@ -1,0 +1,186 @@
+// The one Python module: thin entry points that unpack raw pointers and sizes handed over by the
+// torch wrappers in smplfast/ops/ and call the CPU or CUDA kernels. No maths here.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "common/macros.h"
+#include "skinning/skinning.h"
+
+#ifdef SMPLFAST_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace py = pybind11;
+using namespace smplfast;
+
+namespace {
+
+// Where a call runs: device_type 0 = CPU, 1 = CUDA (device index and stream handle used then).
+struct Target {
+  int device_type;
+  int device_index;
+  uintptr_t stream;
+};
+
+DType to_dtype(int code) {
+  if (code == 0) return DType::Float32;
+  if (code == 1) return DType::Float64;
+  throw std::invalid_argument("smplfast._C: dtype code must be 0 (float32) or 1 (float64), got " +
+                              std::to_string(code));
+}
+
+template <typename Args, typename CpuFn, typename CudaFn>
+void run(const Target& t, int dtype, const Args& args, CpuFn cpu, CudaFn cuda, const char* name) {
+  const DType dt = to_dtype(dtype);
+  py::gil_scoped_release release;
+  if (t.device_type == 0) {
+    cpu(dt, args);
+    return;
+  }
+#ifdef SMPLFAST_WITH_CUDA
+  cuda(dt, args, t.device_index, reinterpret_cast<void*>(t.stream));
+#else
+  (void)cuda;
+  throw std::runtime_error(std::string("smplfast was built without CUDA kernels; ") + name +
+                           " cannot run on a CUDA tensor (rebuild with SMPLFAST_CUDA=ON)");
+#endif
+}
+
+template <typename T>
+const T* cptr(uintptr_t p) { return reinterpret_cast<const T*>(p); }
+void* mptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
+const void* vptr(uintptr_t p) { return reinterpret_cast<const void*>(p); }
+
+#ifdef SMPLFAST_WITH_CUDA
+#define SF_CUDA_FN(name) name##_cuda
+#else
+#define SF_CUDA_FN(name) nullptr
+#endif
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = SMPLFAST_VERSION;
+#ifdef SMPLFAST_WITH_CUDA
+  d["cuda"] = true;
+  d["cuda_architectures"] = SMPLFAST_CUDA_ARCHS;
+  d["cuda_runtime_version"] = CUDART_VERSION;
+#else
+  d["cuda"] = false;
+  d["cuda_architectures"] = "";
+  d["cuda_runtime_version"] = 0;
+#endif
+#ifdef _OPENMP
+  d["openmp"] = _OPENMP;
+#else
+  d["openmp"] = 0;
+#endif
+#if defined(__clang__)
+  d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  d["compiler"] = "unknown";
+#endif
+  d["max_joints"] = kMaxJoints;
+  return d;
+}
+
+int cuda_device_count() {
+#ifdef SMPLFAST_WITH_CUDA
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "smplfast compiled kernels (raw-pointer entry points; use smplfast.ops instead)";
+  py::class_<Target>(m, "Target")
+      .def(py::init<int, int, uintptr_t>(), py::arg("device_type"), py::arg("device_index"), py::arg("stream"));
+  m.def("build_info", &build_info);
+  m.def("cuda_device_count", &cuda_device_count);
+
+  m.def("rodrigues_forward", [](const Target& t, int dtype, int64_t n, uintptr_t aa, uintptr_t R) {
+    RodriguesArgs a{n, vptr(aa), nullptr, mptr(R), nullptr};
+    run(t, dtype, a, rodrigues_forward_cpu, SF_CUDA_FN(rodrigues_forward), "rodrigues");
+  });
+  m.def("rodrigues_backward", [](const Target& t, int dtype, int64_t n, uintptr_t aa, uintptr_t gR, uintptr_t gaa) {
+    RodriguesArgs a{n, vptr(aa), vptr(gR), nullptr, mptr(gaa)};
+    run(t, dtype, a, rodrigues_backward_cpu, SF_CUDA_FN(rodrigues_backward), "rodrigues_backward");
+  });
+  m.def("chain_forward", [](const Target& t, int dtype, int64_t B, int64_t J, uintptr_t parents, uintptr_t R,
+                            uintptr_t rest, uintptr_t posed, uintptr_t A) {
+    ChainArgs a{};
+    a.batch = B;
+    a.joints = J;
+    a.parents = cptr<int64_t>(parents);
+    a.R = vptr(R);
+    a.rest_joints = vptr(rest);
+    a.posed_joints = mptr(posed);
+    a.transforms = mptr(A);
+    run(t, dtype, a, chain_forward_cpu, SF_CUDA_FN(chain_forward), "kinematic_chain");
+  });
+  m.def("chain_backward", [](const Target& t, int dtype, int64_t B, int64_t J, uintptr_t parents, uintptr_t R,
+                             uintptr_t rest, uintptr_t posed, uintptr_t A, uintptr_t gP, uintptr_t gA,
+                             uintptr_t gR, uintptr_t grest) {
+    ChainArgs a{};
+    a.batch = B;
+    a.joints = J;
+    a.parents = cptr<int64_t>(parents);
+    a.R = vptr(R);
+    a.rest_joints = vptr(rest);
+    a.posed_joints = mptr(posed);
+    a.transforms = mptr(A);
+    a.grad_posed = vptr(gP);
+    a.grad_transforms = vptr(gA);
+    a.grad_R = mptr(gR);
+    a.grad_rest_joints = mptr(grest);
+    run(t, dtype, a, chain_backward_cpu, SF_CUDA_FN(chain_backward), "kinematic_chain_backward");
+  });
+  m.def("lbs_forward", [](const Target& t, int dtype, int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A,
+                          uintptr_t vp, int64_t vp_stride, uintptr_t idx, uintptr_t w, uintptr_t transl,
+                          uintptr_t out) {
+    LbsArgs a{};
+    a.batch = B;
+    a.vertices = V;
+    a.influences = K;
+    a.joints = J;
+    a.transforms = vptr(A);
+    a.v_posed = vptr(vp);
+    a.v_posed_batch_stride = vp_stride;
+    a.idx = cptr<int32_t>(idx);
+    a.w = vptr(w);
+    a.transl = vptr(transl);
+    a.verts = mptr(out);
+    run(t, dtype, a, lbs_forward_cpu, SF_CUDA_FN(lbs_forward), "sparse_lbs");
+  });
+  m.def("lbs_backward", [](const Target& t, int dtype, int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A,
+                           uintptr_t vp, int64_t vp_stride, uintptr_t idx, uintptr_t w, uintptr_t g,
+                           uintptr_t gA, uintptr_t gvp, uintptr_t gtr) {
+    LbsArgs a{};
+    a.batch = B;
+    a.vertices = V;
+    a.influences = K;
+    a.joints = J;
+    a.transforms = vptr(A);
+    a.v_posed = vptr(vp);
+    a.v_posed_batch_stride = vp_stride;
+    a.idx = cptr<int32_t>(idx);
+    a.w = vptr(w);
+    a.grad_verts = vptr(g);
+    a.grad_transforms = mptr(gA);
+    a.grad_v_posed = mptr(gvp);
+    a.grad_transl = mptr(gtr);
+    run(t, dtype, a, lbs_backward_cpu, SF_CUDA_FN(lbs_backward), "sparse_lbs_backward");
+  });
+}

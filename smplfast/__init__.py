@@ -1,0 +1,9 @@
+"""smplfast: fast SMPL-family body models and model fitting on C++/CUDA kernels behind a PyTorch API."""
+from ._backend import build_info, cuda_available
+from . import ops
+from . import body
+from .body import SMPL, SMPLOutput
+
+__version__ = build_info()["version"]
+
+__all__ = ["SMPL", "SMPLOutput", "body", "ops", "build_info", "cuda_available", "__version__"]

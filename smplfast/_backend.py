@@ -1,0 +1,83 @@
+"""Loading of the compiled core and the checks every op wrapper runs before handing it pointers."""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+try:
+    from . import _C
+except ImportError as exc:  # pragma: no cover - only when the package was not built
+    raise ImportError(
+        "smplfast's compiled module smplfast._C is missing: install the package with `pip install .` "
+        f"(original error: {exc})"
+    ) from exc
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def build_info() -> dict:
+    """What the compiled core contains: version, CUDA (and for which architectures), OpenMP, compiler."""
+    info = dict(_C.build_info())
+    info["cuda_devices_visible"] = _C.cuda_device_count() if info["cuda"] else 0
+    return info
+
+
+def cuda_available() -> bool:
+    """True when the CUDA kernels were compiled in and a CUDA device is visible."""
+    return bool(_C.build_info()["cuda"]) and _C.cuda_device_count() > 0
+
+
+def target(t: torch.Tensor) -> "_C.Target":
+    """Where a kernel runs for tensor `t`: the CPU, or its CUDA device on torch's current stream."""
+    if t.device.type == "cpu":
+        return _C.Target(0, 0, 0)
+    if t.device.type == "cuda":
+        if not _C.build_info()["cuda"]:
+            raise RuntimeError(
+                "smplfast was built without CUDA kernels, but got a tensor on "
+                f"{t.device}; move the inputs to the CPU or rebuild with SMPLFAST_CUDA=ON "
+                "(see smplfast.build_info())"
+            )
+        stream = torch.cuda.current_stream(t.device).cuda_stream
+        return _C.Target(1, t.device.index if t.device.index is not None else 0, stream)
+    raise RuntimeError(f"smplfast kernels run on cpu or cuda tensors, got a tensor on {t.device}")
+
+
+def dtype_code(t: torch.Tensor) -> int:
+    return 0 if t.dtype == torch.float32 else 1
+
+
+def check_float(op: str, name: str, t: torch.Tensor, shape: Sequence[Optional[int]]) -> None:
+    """Raise a clear error unless `t` is a float32/float64 tensor of `shape` (None = any size)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {t.dtype}")
+    check_shape(op, name, t, shape)
+
+
+def check_shape(op: str, name: str, t: torch.Tensor, shape: Sequence[Optional[int]]) -> None:
+    ok = t.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{op}: {name} must have shape {want}; got {tuple(t.shape)}")
+
+
+def check_same(op: str, ref_name: str, ref: torch.Tensor, others: Iterable[tuple]) -> None:
+    """Every (name, tensor) in `others` must share `ref`'s device and dtype."""
+    for name, t in others:
+        if t.device != ref.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+        if t.dtype.is_floating_point and t.dtype != ref.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
+
+
+def check_finite(op: str, name: str, t: torch.Tensor) -> None:
+    """Raise if `t` holds NaN or Inf, naming the first bad index (costs a device sync on CUDA)."""
+    if t.numel() == 0:
+        return
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise ValueError(f"{op}: {name} contains NaN or Inf (first at index {first}, value {t[first].item()})")

@@ -62,10 +62,11 @@ def _kinematic_chain(rot_mats: Tensor, rest_joints: Tensor, parents: Tensor) -> 
     if parents.device.type == "cpu":  # on CUDA the layer checked them once at construction
         check_parents(parents)
     B, J = rot_mats.shape[:2]
-    R, rest = rot_mats.contiguous(), rest_joints.contiguous()
+    # Keep every contiguous copy alive in a local until the kernel has returned.
+    R, rest, par = rot_mats.contiguous(), rest_joints.contiguous(), parents.contiguous()
     posed = rest.new_empty((B, J, 3))
     transforms = rest.new_empty((B, J, 3, 4))
-    _C.chain_forward(target(R), dtype_code(R), B, J, parents.contiguous().data_ptr(), R.data_ptr(), rest.data_ptr(),
+    _C.chain_forward(target(R), dtype_code(R), B, J, par.data_ptr(), R.data_ptr(), rest.data_ptr(),
                      posed.data_ptr(), transforms.data_ptr())
     return posed, transforms
 
@@ -81,12 +82,13 @@ def _(rot_mats, rest_joints, parents):
 def _kinematic_chain_backward(grad_posed: Tensor, grad_transforms: Tensor, rot_mats: Tensor, rest_joints: Tensor,
                               parents: Tensor, posed: Tensor, transforms: Tensor) -> Tuple[Tensor, Tensor]:
     B, J = rot_mats.shape[:2]
-    R, rest = rot_mats.contiguous(), rest_joints.contiguous()
+    R, rest, par = rot_mats.contiguous(), rest_joints.contiguous(), parents.contiguous()
+    P, A = posed.contiguous(), transforms.contiguous()
     gP, gA = grad_posed.contiguous(), grad_transforms.contiguous()
     gR = R.new_empty((B, J, 3, 3))
     grest = rest.new_empty((B, J, 3))
-    _C.chain_backward(target(R), dtype_code(R), B, J, parents.contiguous().data_ptr(), R.data_ptr(), rest.data_ptr(),
-                      posed.contiguous().data_ptr(), transforms.contiguous().data_ptr(), gP.data_ptr(), gA.data_ptr(),
+    _C.chain_backward(target(R), dtype_code(R), B, J, par.data_ptr(), R.data_ptr(), rest.data_ptr(),
+                      P.data_ptr(), A.data_ptr(), gP.data_ptr(), gA.data_ptr(),
                       gR.data_ptr(), grest.data_ptr())
     return gR, grest
 

@@ -70,11 +70,12 @@ def _sparse_lbs(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tenso
             raise ValueError(f"{OP}: idx must lie in [0, {transforms.shape[1]}); got values in [{lo}, {hi}]")
     B, J = transforms.shape[:2]
     V, K = weights.shape
-    A = transforms.contiguous()
+    # Keep every contiguous copy alive in a local until the kernel has returned.
+    A, ix, w, tr = transforms.contiguous(), idx.contiguous(), weights.contiguous(), transl.contiguous()
     vp, stride = _rows_view(v_posed)
     out = A.new_empty((B, V, 3))
-    _C.lbs_forward(target(A), dtype_code(A), B, V, K, J, A.data_ptr(), vp.data_ptr(), stride, idx.contiguous().data_ptr(),
-                   weights.contiguous().data_ptr(), transl.contiguous().data_ptr(), out.data_ptr())
+    _C.lbs_forward(target(A), dtype_code(A), B, V, K, J, A.data_ptr(), vp.data_ptr(), stride, ix.data_ptr(),
+                   w.data_ptr(), tr.data_ptr(), out.data_ptr())
     return out
 
 
@@ -89,14 +90,13 @@ def _sparse_lbs_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor
                          need_v_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
     B, J = transforms.shape[:2]
     V, K = weights.shape
-    A = transforms.contiguous()
+    A, ix, w, g = transforms.contiguous(), idx.contiguous(), weights.contiguous(), grad_verts.contiguous()
     vp, stride = _rows_view(v_posed)
-    g = grad_verts.contiguous()
     gA = A.new_empty((B, J, 3, 4))
     gv = A.new_empty((B, V, 3)) if need_v_grad else A.new_empty((0,))
     gtr = A.new_empty((B, 3))
-    _C.lbs_backward(target(A), dtype_code(A), B, V, K, J, A.data_ptr(), vp.data_ptr(), stride, idx.contiguous().data_ptr(),
-                    weights.contiguous().data_ptr(), g.data_ptr(), gA.data_ptr(), gv.data_ptr() if need_v_grad else 0,
+    _C.lbs_backward(target(A), dtype_code(A), B, V, K, J, A.data_ptr(), vp.data_ptr(), stride, ix.data_ptr(),
+                    w.data_ptr(), g.data_ptr(), gA.data_ptr(), gv.data_ptr() if need_v_grad else 0,
                     gtr.data_ptr())
     return gA, gv, gtr
 

@@ -1,0 +1,197 @@
+"""``smplfast demo``: time the SMPL layer against a pure-PyTorch forward (and smplx when installed),
+fit pose and shape to 3D joints through the joints-only path, print tables and write a picture."""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import build_info
+from .body import SMPL, random_model, save_model
+from .body.reference import smpl_reference_forward
+
+
+def _time_ms(fn: Callable, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def _random_params(B: int, gen: torch.Generator, pose_scale: float = 0.4):
+    return dict(
+        global_orient=torch.randn(B, 3, generator=gen) * 0.3,
+        body_pose=torch.randn(B, 69, generator=gen) * pose_scale,
+        betas=torch.randn(B, 10, generator=gen),
+        transl=torch.randn(B, 3, generator=gen) * 0.1,
+    )
+
+
+def fit_to_joints(model: SMPL, target_joints: torch.Tensor, iterations: int = 30):
+    """Fit pose, shape and translation to 3D joints with L-BFGS through the joints-only path.
+    Returns the fitted parameters and the mean joint error (m) after each iteration."""
+    B = target_joints.shape[0]
+    params = {
+        "global_orient": torch.zeros(B, 3, requires_grad=True),
+        "body_pose": torch.zeros(B, 69, requires_grad=True),
+        "betas": torch.zeros(B, model.num_betas, requires_grad=True),
+        "transl": torch.zeros(B, 3, requires_grad=True),
+    }
+    opt = torch.optim.LBFGS(list(params.values()), lr=1.0, max_iter=1, line_search_fn="strong_wolfe", history_size=20)
+    history = []
+
+    def closure():
+        opt.zero_grad()
+        joints = model(**params, joints_only=True).joints
+        loss = ((joints - target_joints) ** 2).sum(-1).mean() + 1e-4 * (params["betas"] ** 2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(iterations):
+        opt.step(closure)
+        with torch.no_grad():
+            err = (model(**params, joints_only=True).joints - target_joints).norm(dim=-1).mean()
+        history.append(float(err))
+    return {k: v.detach() for k, v in params.items()}, history
+
+
+def _draw_mesh(ax, verts: np.ndarray, faces: np.ndarray, color, view: str) -> None:
+    """Flat-shaded mesh drawn back to front (painter's algorithm) in a front (x, y) or side (z, y) view."""
+    from matplotlib.collections import PolyCollection
+
+    if view == "side":  # look along -x: screen x = -z
+        verts = np.stack([-verts[:, 2], verts[:, 1], verts[:, 0]], axis=1)
+    tri = verts[faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    light = np.array([0.3, 0.4, 1.0])
+    light /= np.linalg.norm(light)
+    shade = 0.35 + 0.65 * np.abs(normals @ light)
+    order = np.argsort(tri[:, :, 2].mean(axis=1))
+    colors = np.clip(np.asarray(color)[None, :] * shade[order, None], 0, 1)
+    ax.add_collection(PolyCollection(tri[order][:, :, :2], facecolors=colors, edgecolors="none"))
+    ax.set_aspect("equal")
+    ax.autoscale_view()
+    ax.axis("off")
+
+
+def run_demo(out_dir: str = "demo_out", model_path: str | None = None, batch: int = 64, seed: int = 0) -> dict:
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    if model_path is None:
+        model_path = os.path.join(out_dir, "random_smpl_model.pkl")
+        save_model(random_model(num_vertices=6890, num_betas=10, seed=seed), model_path)
+        model_name = "random SMPL-size model (6890 vertices, dense pose blend shapes)"
+    else:
+        model_name = model_path
+    model = SMPL(model_path=model_path)
+    info = build_info()
+    print(f"smplfast {info['version']} | CUDA kernels: {info['cuda']} | torch {torch.__version__} | "
+          f"threads {torch.get_num_threads()}")
+    print(f"model: {model_name}\n")
+
+    try:
+        import smplx  # noqa: F401
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref_smplx = smplx.SMPL(model_path=model_path)
+    except ImportError:
+        ref_smplx = None
+
+    # 1. Speed and agreement of the forward pass.
+    rows = []
+    for B in sorted({1, batch}):
+        p = _random_params(B, gen)
+        with torch.no_grad():
+            ours = model(**p)
+            ref_v, ref_j = smpl_reference_forward(model, p["betas"], p["body_pose"], p["global_orient"], p["transl"])
+            err = max((ours.vertices - ref_v).abs().max().item(), (ours.joints - ref_j).abs().max().item())
+            repeats = 20 if B <= 64 else 5
+            row = {
+                "batch": B,
+                "smplfast_ms": _time_ms(lambda: model(**p), repeats),
+                "joints_only_ms": _time_ms(lambda: model(**p, joints_only=True), repeats),
+                "pytorch_reference_ms": _time_ms(
+                    lambda: smpl_reference_forward(model, p["betas"], p["body_pose"], p["global_orient"], p["transl"]),
+                    repeats),
+                "max_abs_diff_m": err,
+            }
+            if ref_smplx is not None:
+                row["smplx_ms"] = _time_ms(lambda: ref_smplx(**p), repeats)
+                row["max_abs_diff_smplx_m"] = (ref_smplx(**p).vertices - ours.vertices).abs().max().item()
+        rows.append(row)
+    header = f"{'batch':>6} {'smplfast':>10} {'joints-only':>12} {'torch ref':>10}" + (f" {'smplx':>10}" if ref_smplx else "") + f" {'max |diff| (m)':>15}"
+    print("Forward pass, milliseconds (best of repeats)")
+    print(header)
+    for r in rows:
+        line = f"{r['batch']:>6} {r['smplfast_ms']:>10.3f} {r['joints_only_ms']:>12.3f} {r['pytorch_reference_ms']:>10.3f}"
+        if ref_smplx is not None:
+            line += f" {r['smplx_ms']:>10.3f}"
+        line += f" {max(r['max_abs_diff_m'], r.get('max_abs_diff_smplx_m', 0.0)):>15.2e}"
+        print(line)
+
+    # 2. Fit pose and shape to the joints of known bodies.
+    truth = _random_params(batch, gen)
+    with torch.no_grad():
+        target = model(**truth)
+    t0 = time.perf_counter()
+    fitted, history = fit_to_joints(model, target.joints)
+    fit_s = time.perf_counter() - t0
+    with torch.no_grad():
+        fit_out = model(**fitted)
+    v2v = (fit_out.vertices - target.vertices).norm(dim=-1).mean().item()
+    print(f"\nFitting {batch} bodies to their {target.joints.shape[1]} joints (L-BFGS, joints-only path): {fit_s:.2f} s")
+    print(f"{'iteration':>10} {'mean joint error (mm)':>22}")
+    for it in sorted({0, 4, 9, len(history) - 1}):
+        print(f"{it + 1:>10} {history[it] * 1e3:>22.3f}")
+    print(f"mean vertex error after the fit: {v2v * 1e3:.2f} mm")
+
+    picture = _write_picture(out_dir, model, target.vertices[0].numpy(), fit_out.vertices[0].numpy(), history)
+    results = {"model": model_name, "forward": rows, "fit_joint_error_mm": [h * 1e3 for h in history],
+               "fit_vertex_error_mm": v2v * 1e3, "fit_seconds": fit_s, "picture": picture}
+    import json
+
+    with open(os.path.join(out_dir, "demo_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {picture} and {os.path.join(out_dir, 'demo_results.json')}")
+    return results
+
+
+def _write_picture(out_dir: str, model: SMPL, target_verts: np.ndarray, fit_verts: np.ndarray, history) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("the demo's picture needs matplotlib: pip install 'smplfast[viz]'") from exc
+    faces = np.asarray(model.faces, dtype=np.int64)
+    fig, axes = plt.subplots(1, 5, figsize=(17, 4.6), gridspec_kw=dict(width_ratios=[1, 1, 1, 1, 1.6]))
+    _draw_mesh(axes[0], target_verts, faces, (0.55, 0.65, 0.85), "front")
+    axes[0].set_title("target (front)")
+    _draw_mesh(axes[1], fit_verts, faces, (0.9, 0.6, 0.45), "front")
+    axes[1].set_title("fit (front)")
+    _draw_mesh(axes[2], target_verts, faces, (0.55, 0.65, 0.85), "side")
+    axes[2].set_title("target (side)")
+    _draw_mesh(axes[3], fit_verts, faces, (0.9, 0.6, 0.45), "side")
+    axes[3].set_title("fit (side)")
+    ax = axes[4]
+    ax.semilogy(np.arange(1, len(history) + 1), np.asarray(history) * 1e3, marker="o", ms=3)
+    ax.set_xlabel("L-BFGS iteration")
+    ax.set_ylabel("mean joint error (mm)")
+    ax.set_title("convergence")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "demo.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

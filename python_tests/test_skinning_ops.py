@@ -248,17 +248,20 @@ def test_compile_fullgraph():
     torch.testing.assert_close(compiled(aa, rest, vp, tr), pipeline(aa, rest, vp, tr))
 
 
-def test_cuda_tensor_on_cpu_only_build_gives_clear_error():
-    if smplfast.build_info()["cuda"]:
-        pytest.skip("this build has CUDA kernels")
+def test_cuda_tensor_on_cpu_only_build_gives_clear_error(monkeypatch):
+    import types
+
+    from smplfast import _backend
+
+    real = _backend._C
+    cpu_only = types.SimpleNamespace(build_info=lambda: {**real.build_info(), "cuda": False}, Target=real.Target)
+    monkeypatch.setattr(_backend, "_C", cpu_only)  # what a build without nvcc reports
 
     class CudaTensorStandIn:  # torch's CPU wheel cannot allocate a CUDA tensor; only .device is read
         device = torch.device("cuda", 0)
 
-    from smplfast._backend import target
-
     with pytest.raises(RuntimeError, match="built without CUDA kernels.*SMPLFAST_CUDA=ON"):
-        target(CudaTensorStandIn())
+        _backend.target(CudaTensorStandIn())
 
 
 @pytest.mark.skipif(not smplfast.cuda_available(), reason="needs a CUDA build and a GPU")

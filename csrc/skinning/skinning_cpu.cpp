@@ -61,20 +61,60 @@ void chain_backward_impl(const ChainArgs& a) {
   }
 }
 
+// KC > 0: influences fixed at compile time (fully unrolled); KC == 0: runtime count.
+template <typename T, int KC>
+void lbs_forward_rows(const LbsArgs& a) {
+  const int64_t V = a.vertices, K = KC > 0 ? KC : a.influences, J = a.joints, B = a.batch;
+  const T* __restrict__ A = static_cast<const T*>(a.transforms);
+  const T* __restrict__ vp = static_cast<const T*>(a.v_posed);
+  const T* __restrict__ w = static_cast<const T*>(a.w);
+  const int32_t* __restrict__ idx = a.idx;
+  const T* __restrict__ transl = static_cast<const T*>(a.transl);
+  T* __restrict__ out = static_cast<T*>(a.verts);
+  // Each thread takes one contiguous range of the flattened (sample, vertex) index and walks it
+  // without per-element division; one sample's J transforms stay in L1 while its vertices stream by.
+  const int64_t total = B * V;
+  if (total == 0) return;
+#pragma omp parallel if (total > 2048)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = total * t / nt, end = total * (t + 1) / nt;
+    int64_t b = begin / V, v = begin - b * V;
+    for (int64_t i = begin; i < end; ++i) {
+      const T* Ab = A + b * J * 12;
+      const T* p = vp + b * a.v_posed_batch_stride + v * 3;
+      const int32_t* iv = idx + v * K;
+      const T* wv = w + v * K;
+      T M[12];
+      for (int c = 0; c < 12; ++c) M[c] = wv[0] * Ab[static_cast<int64_t>(iv[0]) * 12 + c];
+      for (int64_t k = 1; k < K; ++k) {
+        const T wk = wv[k];
+        const T* Ak = Ab + static_cast<int64_t>(iv[k]) * 12;
+        for (int c = 0; c < 12; ++c) M[c] += wk * Ak[c];
+      }
+      T* o = out + i * 3;
+      const T* tr = transl + b * 3;
+      for (int r = 0; r < 3; ++r)
+        o[r] = M[r * 4 + 0] * p[0] + M[r * 4 + 1] * p[1] + M[r * 4 + 2] * p[2] + M[r * 4 + 3] + tr[r];
+      if (++v == V) {
+        v = 0;
+        ++b;
+      }
+    }
+  }
+}
+
 template <typename T>
 void lbs_forward_impl(const LbsArgs& a) {
-  const int64_t V = a.vertices, K = a.influences, J = a.joints;
-  const T* A = static_cast<const T*>(a.transforms);
-  const T* vp = static_cast<const T*>(a.v_posed);
-  const T* w = static_cast<const T*>(a.w);
-  const T* transl = static_cast<const T*>(a.transl);
-  T* out = static_cast<T*>(a.verts);
-  const int64_t total = a.batch * V;
-#pragma omp parallel for schedule(static) if (total > 2048)
-  for (int64_t i = 0; i < total; ++i) {
-    const int64_t b = i / V, v = i - b * V;
-    lbs_vertex(A + b * J * 12, a.idx + v * K, w + v * K, K, vp + b * a.v_posed_batch_stride + v * 3,
-               transl + b * 3, out + i * 3);
+  switch (a.influences) {
+    case 1: return lbs_forward_rows<T, 1>(a);
+    case 2: return lbs_forward_rows<T, 2>(a);
+    case 3: return lbs_forward_rows<T, 3>(a);
+    case 4: return lbs_forward_rows<T, 4>(a);
+    case 5: return lbs_forward_rows<T, 5>(a);
+    case 6: return lbs_forward_rows<T, 6>(a);
+    case 8: return lbs_forward_rows<T, 8>(a);
+    default: return lbs_forward_rows<T, 0>(a);
   }
 }
 

@@ -488,7 +488,11 @@ def random_model(
 
     # ---- pose blend shapes ---------------------------------------------------
     P = 9 * (J - 1)
-    posedirs = rng.standard_normal((V, 3, P)) * pose_blend_scale
+    # Smooth over the body (each vertex blends its joints' random patterns, so the mesh bulges rather
+    # than crumples) plus a little per-vertex noise that keeps every entry non-zero, like real SMPL's.
+    joint_patterns = rng.standard_normal((J, 3 * P))
+    posedirs = (weights @ joint_patterns).reshape(V, 3, P) + 0.1 * rng.standard_normal((V, 3, P))
+    posedirs *= pose_blend_scale
     if not dense_pose_blend_shapes and P:
         near = np.zeros((J, J), dtype=bool)
         near[np.arange(J), np.arange(J)] = True

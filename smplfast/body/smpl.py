@@ -390,7 +390,10 @@ class SMPL(nn.Module):
         n = template.shape[1] // 3
         v = torch.addmm(template, betas, shape_basis)
         if pose_feature is not None:
-            v = torch.addmm(v, pose_feature, posedirs)
+            if v.shape[0] == B:
+                v = v.addmm_(pose_feature, posedirs)  # in place: saves a copy of the (B, V*3) result
+            else:
+                v = torch.addmm(v, pose_feature, posedirs)
         v_posed = v.view(v.shape[0], n, 3).expand(B, n, 3)
         return ops.sparse_lbs(transforms, v_posed, idx, w, transl)
 

@@ -3,8 +3,8 @@
 Run as ``python benchmarks/memory_probe.py IMPL BATCH MODE MODEL`` with IMPL in smplfast, smplx, reference
 and MODE in forward, forward_backward; prints a JSON line with the peak bytes the call added.
 
-CPU: the process's peak resident set (ru_maxrss) during the call minus the resident set just
-before it (glibc returns large tensor buffers to the system on free, so resident size follows
+CPU: the process's peak resident set (VmHWM, reset just before) during the call minus the resident
+set just before it (glibc returns large tensor buffers to the system on free, so resident size follows
 live tensor memory). CUDA: torch.cuda.max_memory_allocated around the call.
 """
 import json
@@ -18,6 +18,22 @@ import torch
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM: the peak resident set of this process's memory since the last reset_peak_rss()."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM to the current resident set (Linux >= 4.0).
+    # (ru_maxrss cannot be used: it carries the parent's peak across fork and exec.)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def main(impl: str, batch: int, mode: str, model_path: str, device: str = "cpu") -> dict:
@@ -34,13 +50,10 @@ def main(impl: str, batch: int, mode: str, model_path: str, device: str = "cpu")
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
     else:
+        reset_peak_rss()
         before = rss_bytes()
-        max_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         run(inputs)
-        max_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        if max_after <= max_before:
-            raise RuntimeError("peak of the call is below an earlier peak of the process; cannot measure it")
-        peak = max_after - before
+        peak = peak_rss_bytes() - before
     return {"impl": impl, "batch": batch, "mode": mode, "device": device, "peak_bytes": int(peak)}
 
 

@@ -50,7 +50,9 @@ def test_peak_memory_forward_backward_1024(benchmark, smpl_size_model_file, impl
 
     def measure():
         out = subprocess.run([sys.executable, probe, impl, "1024", "forward_backward", smpl_size_model_file, device],
-                             check=True, capture_output=True, text=True)
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"memory probe failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     result = benchmark.pedantic(measure, rounds=1, iterations=1)

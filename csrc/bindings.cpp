@@ -166,7 +166,7 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("lbs_backward", [](const Target& t, int dtype, int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A,
                            uintptr_t vp, int64_t vp_stride, uintptr_t idx, uintptr_t w, uintptr_t g,
-                           uintptr_t gA, uintptr_t gvp, uintptr_t gtr) {
+                           int64_t gsb, int64_t gsv, int64_t gsc, uintptr_t gA, uintptr_t gvp, uintptr_t gtr) {
     LbsArgs a{};
     a.batch = B;
     a.vertices = V;
@@ -178,6 +178,9 @@ PYBIND11_MODULE(_C, m) {
     a.idx = cptr<int32_t>(idx);
     a.w = vptr(w);
     a.grad_verts = vptr(g);
+    a.grad_strides[0] = gsb;
+    a.grad_strides[1] = gsv;
+    a.grad_strides[2] = gsc;
     a.grad_transforms = mptr(gA);
     a.grad_v_posed = mptr(gvp);
     a.grad_transl = mptr(gtr);

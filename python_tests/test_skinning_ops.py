@@ -277,3 +277,16 @@ def test_cuda_matches_cpu_pipeline():
         return ops.sparse_lbs(A, vp.to(device), idx.to(device), w.to(device), tr.to(device)).cpu()
 
     torch.testing.assert_close(run("cuda"), run("cpu"), atol=1e-12, rtol=1e-10)
+
+
+def test_lbs_backward_reads_strided_gradients():
+    """Gradients of sum() arrive as stride-0 broadcasts and transposed ones as strided views; the
+    kernel reads both in place."""
+    A, vp, idx, w, tr, _ = lbs_inputs(3, 80, torch.float64, "cpu")
+    for make_loss in (lambda v: v.sum(), lambda v: (v.transpose(0, 2) * torch.arange(3.0, dtype=v.dtype)).sum()):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (A, vp, tr)]
+        ref_leaves = [t.detach().clone().requires_grad_(True) for t in (A, vp, tr)]
+        make_loss(ops.sparse_lbs(leaves[0], leaves[1], idx, w, leaves[2])).backward()
+        make_loss(ops.sparse_lbs_reference(ref_leaves[0], ref_leaves[1], idx, w, ref_leaves[2])).backward()
+        for a, b in zip(leaves, ref_leaves):
+            torch.testing.assert_close(a.grad, b.grad)

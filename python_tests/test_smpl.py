@@ -244,3 +244,41 @@ def test_bad_inputs_give_clear_errors(small_file):
         smplfast.SMPL()
     with pytest.raises(TypeError, match="float32 or torch.float64"):
         smplfast.SMPL(model_path=small_file, dtype=torch.float16)
+
+
+def test_zero_pose_blend_shapes_are_skipped_and_still_equal_smplx(tmp_path):
+    model = float32_exact(random_model(num_vertices=6890, num_betas=10, seed=21))
+    model.posedirs = np.zeros_like(model.posedirs)
+    path = str(tmp_path / "no_posedirs.pkl")
+    save_model(model, path)
+    ref, ours = load_both(path, torch.float64)
+    assert not ours._has_pose_blend
+    go, bp, betas, transl = hard_poses(4, torch.float64, seed=4)
+    gv = torch.randn(4, 6890, 3, dtype=torch.float64) / 6890**0.5
+    gj = torch.randn(4, 45, 3, dtype=torch.float64)
+    out_ref, g_ref = grads_of(ref, go, bp, betas, transl, gv, gj)
+    out, g = grads_of(ours, go, bp, betas, transl, gv, gj)
+    assert (out.vertices - out_ref.vertices).abs().max().item() <= 1e-9
+    assert (out.joints - out_ref.joints).abs().max().item() <= 1e-9
+    for a, b in zip(g, g_ref):
+        assert (a - b).abs().max().item() <= 1e-9 * max(1.0, b.abs().max().item())
+    # Shared shape (betas of batch 1): one rest mesh broadcast to every sample.
+    one = ours(body_pose=bp, betas=betas[:1], global_orient=go, transl=transl)
+    each = ours(body_pose=bp, betas=betas[:1].expand(4, -1).contiguous(), global_orient=go, transl=transl)
+    torch.testing.assert_close(one.vertices, each.vertices, atol=1e-12, rtol=0)
+
+
+def test_data_struct_and_npz_and_folder_loading(tmp_path, small_file):
+    from smplfast.body import load_model
+
+    data = load_model(small_file)
+    npz = tmp_path / "SMPL_FEMALE.npz"
+    save_model(data, str(npz))
+    a = smplfast.SMPL(data_struct=data)
+    b = smplfast.SMPL(model_path=str(tmp_path), gender="female", ext="npz")
+    c = smplfast.SMPL(model_path=small_file)
+    bp = torch.randn(2, 69) * 0.4
+    for m in (b, c):
+        torch.testing.assert_close(m(body_pose=bp).vertices, a(body_pose=bp).vertices)
+    with pytest.raises(FileNotFoundError, match="SMPL_MALE.npz"):
+        smplfast.SMPL(model_path=str(tmp_path), gender="male", ext="npz")

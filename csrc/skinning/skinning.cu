@@ -57,8 +57,8 @@ __global__ void lbs_forward_kernel(int64_t B, int64_t V, int64_t K, int64_t J, c
 // then adds the tile's sums to global memory with one atomic per entry.
 template <typename T>
 __global__ void lbs_backward_kernel(int64_t B, int64_t V, int64_t K, int64_t J, const T* A, const T* vp,
-                                    int64_t vp_stride, const int32_t* idx, const T* w, const T* g, T* gA, T* gp,
-                                    T* gtr) {
+                                    int64_t vp_stride, const int32_t* idx, const T* w, const T* g, int64_t gsb,
+                                    int64_t gsv, int64_t gsc, T* gA, T* gp, T* gtr) {
   extern __shared__ unsigned char smem_raw[];
   T* acc = reinterpret_cast<T*>(smem_raw);
   const int64_t acc_size = J * 12 + 3;
@@ -69,7 +69,8 @@ __global__ void lbs_backward_kernel(int64_t B, int64_t V, int64_t K, int64_t J, 
   if (v < V) {
     const T* Ab = A + b * J * 12;
     const T* p = vp + b * vp_stride + v * 3;
-    const T* gv = g + (b * V + v) * 3;
+    const T* gsrc = g + b * gsb + v * gsv;
+    const T gv[3] = {gsrc[0], gsrc[gsc], gsrc[2 * gsc]};
     const int32_t* iv = idx + v * K;
     const T* wv = w + v * K;
     if (gp) {
@@ -158,7 +159,8 @@ void lbs_backward_t(const LbsArgs& a, cudaStream_t s) {
   lbs_backward_kernel<T><<<grid, kThreads, smem, s>>>(
       a.batch, a.vertices, a.influences, a.joints, static_cast<const T*>(a.transforms),
       static_cast<const T*>(a.v_posed), a.v_posed_batch_stride, a.idx, static_cast<const T*>(a.w),
-      static_cast<const T*>(a.grad_verts), static_cast<T*>(a.grad_transforms), static_cast<T*>(a.grad_v_posed),
+      static_cast<const T*>(a.grad_verts), a.grad_strides[0], a.grad_strides[1], a.grad_strides[2],
+      static_cast<T*>(a.grad_transforms), static_cast<T*>(a.grad_v_posed),
       static_cast<T*>(a.grad_transl));
 }
 

@@ -56,9 +56,12 @@ struct LbsArgs {
   const void* w;
   const void* transl;
   void* verts;
-  // backward: input grad_verts; outputs grad_transforms [B,J,3,4], grad_v_posed [B,V,3]
-  // (contiguous, nullptr to skip), grad_transl [B,3].
+  // backward: input grad_verts [B,V,3] with element strides grad_strides (any layout: a gradient
+  // from sum() arrives as a stride-0 broadcast and is read in place, not materialised);
+  // outputs grad_transforms [B,J,3,4], grad_v_posed [B,V,3] (contiguous, nullptr to skip),
+  // grad_transl [B,3].
   const void* grad_verts;
+  int64_t grad_strides[3];
   void* grad_transforms;
   void* grad_v_posed;
   void* grad_transl;

@@ -143,6 +143,18 @@ inline void lbs_backward_vertex(const T* A, const int32_t* idx, const T* w, int6
 }
 
 template <typename T>
+struct Vec3 {
+  T v[3];
+};
+
+// The incoming gradient of vertex (b, v), read through its strides.
+template <typename T>
+inline Vec3<T> grad_at(const LbsArgs& a, const T* g, int64_t b, int64_t v) {
+  const T* p = g + b * a.grad_strides[0] + v * a.grad_strides[1];
+  return {{p[0], p[a.grad_strides[2]], p[2 * a.grad_strides[2]]}};
+}
+
+template <typename T>
 void lbs_backward_impl(const LbsArgs& a) {
   const int64_t B = a.batch, V = a.vertices, K = a.influences, J = a.joints;
   const T* A = static_cast<const T*>(a.transforms);
@@ -166,7 +178,7 @@ void lbs_backward_impl(const LbsArgs& a) {
         const T* Ab = A + b * J * 12;
         for (int64_t v = 0; v < V; ++v)
           lbs_backward_vertex(Ab, a.idx + v * K, w + v * K, K, vp + b * a.v_posed_batch_stride + v * 3,
-                              g + (b * V + v) * 3, acc.data(), acc.data() + J * 12,
+                              grad_at(a, g, b, v).v, acc.data(), acc.data() + J * 12,
                               gp ? gp + (b * V + v) * 3 : nullptr);
         std::copy(acc.begin(), acc.begin() + J * 12, gA + b * J * 12);
         std::copy(acc.begin() + J * 12, acc.end(), gtr + b * 3);
@@ -186,7 +198,7 @@ void lbs_backward_impl(const LbsArgs& a) {
 #pragma omp for schedule(static)
       for (int64_t v = 0; v < V; ++v)
         lbs_backward_vertex(Ab, a.idx + v * K, w + v * K, K, vp + b * a.v_posed_batch_stride + v * 3,
-                            g + (b * V + v) * 3, acc, acc + J * 12, gp ? gp + (b * V + v) * 3 : nullptr);
+                            grad_at(a, g, b, v).v, acc, acc + J * 12, gp ? gp + (b * V + v) * 3 : nullptr);
     }
     for (int64_t i = 0; i < acc_size; ++i) {
       T s = 0;

@@ -90,13 +90,14 @@ def _sparse_lbs_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor
                          need_v_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
     B, J = transforms.shape[:2]
     V, K = weights.shape
-    A, ix, w, g = transforms.contiguous(), idx.contiguous(), weights.contiguous(), grad_verts.contiguous()
+    A, ix, w = transforms.contiguous(), idx.contiguous(), weights.contiguous()
+    g = grad_verts  # read through its strides (a gradient of sum() is a broadcast: no copy)
     vp, stride = _rows_view(v_posed)
     gA = A.new_empty((B, J, 3, 4))
     gv = A.new_empty((B, V, 3)) if need_v_grad else A.new_empty((0,))
     gtr = A.new_empty((B, 3))
     _C.lbs_backward(target(A), dtype_code(A), B, V, K, J, A.data_ptr(), vp.data_ptr(), stride, ix.data_ptr(),
-                    w.data_ptr(), g.data_ptr(), gA.data_ptr(), gv.data_ptr() if need_v_grad else 0,
+                    w.data_ptr(), g.data_ptr(), *g.stride(), gA.data_ptr(), gv.data_ptr() if need_v_grad else 0,
                     gtr.data_ptr())
     return gA, gv, gtr
 

@@ -356,15 +356,16 @@ class SMPL(nn.Module):
             eye = torch.eye(3, dtype=rot_mats.dtype, device=rot_mats.device)
             pose_feature = (rot_mats[:, 1:] - eye).reshape(B, (J - 1) * 9)
 
-        fast = joints_only or not return_verts
-        if fast:
-            vertices = None
-            extra_verts = self._skin(betas, pose_feature, transforms, tr, self._extra_template, self._extra_shape_basis,
-                                     self._extra_posedirs, self._extra_lbs_idx, self._extra_lbs_w)
-        else:
+        vertices = None
+        if not (joints_only or not return_verts):
             vertices = self._skin(betas, pose_feature, transforms, tr, self.v_template.reshape(1, -1), self._shape_basis,
                                   self.posedirs, self._lbs_idx, self._lbs_w)
-            extra_verts = vertices.index_select(1, self._extra_support) if self.num_extra_joints else None
+        # Extra joints always come from skinning their few support vertices on their own: the same
+        # values as picking them from the full mesh, without a (B, V, 3) gradient buffer in backward.
+        extra_verts = None
+        if self.num_extra_joints:
+            extra_verts = self._skin(betas, pose_feature, transforms, tr, self._extra_template, self._extra_shape_basis,
+                                     self._extra_posedirs, self._extra_lbs_idx, self._extra_lbs_w)
 
         joints = posed_joints + tr.unsqueeze(1)
         if self.num_extra_joints:

@@ -60,6 +60,35 @@ const void* vptr(uintptr_t p) { return reinterpret_cast<const void*>(p); }
 #define SF_CUDA_FN(name) nullptr
 #endif
 
+// The inputs shared by the forward and backward entry points of an op.
+ChainArgs chain_args(int64_t B, int64_t J, uintptr_t parents, uintptr_t R, uintptr_t rest, uintptr_t posed,
+                     uintptr_t A) {
+  ChainArgs a{};
+  a.batch = B;
+  a.joints = J;
+  a.parents = cptr<int64_t>(parents);
+  a.R = vptr(R);
+  a.rest_joints = vptr(rest);
+  a.posed_joints = mptr(posed);
+  a.transforms = mptr(A);
+  return a;
+}
+
+LbsArgs lbs_args(int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A, uintptr_t vp, int64_t vp_stride,
+                 uintptr_t idx, uintptr_t w) {
+  LbsArgs a{};
+  a.batch = B;
+  a.vertices = V;
+  a.influences = K;
+  a.joints = J;
+  a.transforms = vptr(A);
+  a.v_posed = vptr(vp);
+  a.v_posed_batch_stride = vp_stride;
+  a.idx = cptr<int32_t>(idx);
+  a.w = vptr(w);
+  return a;
+}
+
 py::dict build_info() {
   py::dict d;
   d["version"] = SMPLFAST_VERSION;
@@ -120,27 +149,13 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("chain_forward", [](const Target& t, int dtype, int64_t B, int64_t J, uintptr_t parents, uintptr_t R,
                             uintptr_t rest, uintptr_t posed, uintptr_t A) {
-    ChainArgs a{};
-    a.batch = B;
-    a.joints = J;
-    a.parents = cptr<int64_t>(parents);
-    a.R = vptr(R);
-    a.rest_joints = vptr(rest);
-    a.posed_joints = mptr(posed);
-    a.transforms = mptr(A);
+    ChainArgs a = chain_args(B, J, parents, R, rest, posed, A);
     run(t, dtype, a, chain_forward_cpu, SF_CUDA_FN(chain_forward), "kinematic_chain");
   });
   m.def("chain_backward", [](const Target& t, int dtype, int64_t B, int64_t J, uintptr_t parents, uintptr_t R,
                              uintptr_t rest, uintptr_t posed, uintptr_t A, uintptr_t gP, uintptr_t gA,
                              uintptr_t gR, uintptr_t grest) {
-    ChainArgs a{};
-    a.batch = B;
-    a.joints = J;
-    a.parents = cptr<int64_t>(parents);
-    a.R = vptr(R);
-    a.rest_joints = vptr(rest);
-    a.posed_joints = mptr(posed);
-    a.transforms = mptr(A);
+    ChainArgs a = chain_args(B, J, parents, R, rest, posed, A);
     a.grad_posed = vptr(gP);
     a.grad_transforms = vptr(gA);
     a.grad_R = mptr(gR);
@@ -150,16 +165,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("lbs_forward", [](const Target& t, int dtype, int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A,
                           uintptr_t vp, int64_t vp_stride, uintptr_t idx, uintptr_t w, uintptr_t transl,
                           uintptr_t out) {
-    LbsArgs a{};
-    a.batch = B;
-    a.vertices = V;
-    a.influences = K;
-    a.joints = J;
-    a.transforms = vptr(A);
-    a.v_posed = vptr(vp);
-    a.v_posed_batch_stride = vp_stride;
-    a.idx = cptr<int32_t>(idx);
-    a.w = vptr(w);
+    LbsArgs a = lbs_args(B, V, K, J, A, vp, vp_stride, idx, w);
     a.transl = vptr(transl);
     a.verts = mptr(out);
     run(t, dtype, a, lbs_forward_cpu, SF_CUDA_FN(lbs_forward), "sparse_lbs");
@@ -167,16 +173,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("lbs_backward", [](const Target& t, int dtype, int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A,
                            uintptr_t vp, int64_t vp_stride, uintptr_t idx, uintptr_t w, uintptr_t g,
                            int64_t gsb, int64_t gsv, int64_t gsc, uintptr_t gA, uintptr_t gvp, uintptr_t gtr) {
-    LbsArgs a{};
-    a.batch = B;
-    a.vertices = V;
-    a.influences = K;
-    a.joints = J;
-    a.transforms = vptr(A);
-    a.v_posed = vptr(vp);
-    a.v_posed_batch_stride = vp_stride;
-    a.idx = cptr<int32_t>(idx);
-    a.w = vptr(w);
+    LbsArgs a = lbs_args(B, V, K, J, A, vp, vp_stride, idx, w);
     a.grad_verts = vptr(g);
     a.grad_strides[0] = gsb;
     a.grad_strides[1] = gsv;

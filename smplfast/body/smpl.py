@@ -67,14 +67,8 @@ def _as_model_data(data_struct) -> ModelData:
     missing = [k for k in keys if not hasattr(data_struct, k)]
     if missing:
         raise ValueError(f"data_struct lacks the attributes {missing} (needs {list(keys)})")
-    arrays = {}
-    for k in keys:
-        value = getattr(data_struct, k)
-        if hasattr(value, "toarray"):  # scipy sparse J_regressor
-            value = value.toarray()
-        arrays[k] = np.asarray(value)
-    arrays = {k: (v.astype(np.int64) if k in ("kintree_table", "f") else v.astype(np.float64)) for k, v in arrays.items()}
-    return validate_model(ModelData(**arrays, source="<data_struct>"))
+    # ModelData converts dtypes and densifies a sparse J_regressor itself.
+    return validate_model(ModelData(**{k: getattr(data_struct, k) for k in keys}, source="<data_struct>"))
 
 
 def _default_batch_param(value, shape, dtype) -> Tensor:

@@ -1,6 +1,7 @@
 """Tests for smplfast.body.model_file: loading, validating and saving SMPL model files."""
 
 import builtins
+import contextlib
 import io
 import os
 import pickle
@@ -273,6 +274,22 @@ def _fake_module(name, **attrs):
     return mod
 
 
+@contextlib.contextmanager
+def _fake_modules(modules):
+    """Install stand-in modules ({name: {attr: class}}) while pickling, then restore sys.modules."""
+    saved = {name: sys.modules.get(name) for name in modules}
+    for name, attrs in modules.items():
+        sys.modules[name] = _fake_module(name, **attrs)
+    try:
+        yield
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+
+
 def _chumpy_classes():
     class Ch:
         """Pickles like chumpy.ch.Ch: a dict state holding the array under 'x' plus bookkeeping."""
@@ -324,18 +341,12 @@ def _chumpy_classes():
     return Ch, Reshape, csc_matrix
 
 
-_FAKE_MODULE_NAMES = ("chumpy", "chumpy.ch", "chumpy.reordering", "scipy.sparse.csc")
-
-
 def _official_style_pickle(model, protocol, real_sparse=True):
     """Bytes imitating an official SMPL .pkl (Python 2, chumpy arrays, scipy CSC matrices)."""
     Ch, Reshape, OldCsc = _chumpy_classes()
-    saved = {name: sys.modules.get(name) for name in _FAKE_MODULE_NAMES}
-    sys.modules["chumpy"] = _fake_module("chumpy")
-    sys.modules["chumpy.ch"] = _fake_module("chumpy.ch", Ch=Ch)
-    sys.modules["chumpy.reordering"] = _fake_module("chumpy.reordering", Reshape=Reshape)
-    sys.modules["scipy.sparse.csc"] = _fake_module("scipy.sparse.csc", csc_matrix=OldCsc)
-    try:
+    fakes = {"chumpy": {}, "chumpy.ch": {"Ch": Ch}, "chumpy.reordering": {"Reshape": Reshape},
+             "scipy.sparse.csc": {"csc_matrix": OldCsc}}
+    with _fake_modules(fakes):
         data = {
             "v_template": Ch(model.v_template),
             "shapedirs": Reshape(Ch(model.shapedirs.ravel()), model.shapedirs.shape),
@@ -358,12 +369,6 @@ def _official_style_pickle(model, protocol, real_sparse=True):
         buf = io.BytesIO()
         _Py2StylePickler(buf, protocol=protocol).dump(data)
         return buf.getvalue()
-    finally:
-        for name, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
 
 
 @pytest.mark.parametrize("protocol", [0, 1, 2])
@@ -430,19 +435,10 @@ def test_chumpy_object_via_copyreg_newobj(tmp_path, model):
         def __reduce__(self):
             return (copyreg.__newobj__, (type(self),), {"x": self.x, "_itr": None})
 
-    saved = {n: sys.modules.get(n) for n in ("chumpy", "chumpy.ch")}
-    sys.modules["chumpy"] = _fake_module("chumpy")
-    sys.modules["chumpy.ch"] = _fake_module("chumpy.ch", Ch=Ch)
-    try:
+    with _fake_modules({"chumpy": {}, "chumpy.ch": {"Ch": Ch}}):
         data = dict(model.arrays())
         data["shapedirs"] = Ch(model.shapedirs)
         raw = pickle.dumps(data, protocol=1)
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
     assert b"copy_reg\n__newobj__" in raw
     path = tmp_path / "m.pkl"
     path.write_bytes(raw)
@@ -454,19 +450,10 @@ def test_unsupported_chumpy_object_is_reported(tmp_path, model):
         def __getstate__(self):
             return {"a": 1.0, "b": 2.0}
 
-    saved = {n: sys.modules.get(n) for n in ("chumpy", "chumpy.ch_ops")}
-    sys.modules["chumpy"] = _fake_module("chumpy")
-    sys.modules["chumpy.ch_ops"] = _fake_module("chumpy.ch_ops", add=Add)
-    try:
+    with _fake_modules({"chumpy": {}, "chumpy.ch_ops": {"add": Add}}):
         data = dict(model.arrays())
         data["shapedirs"] = Add()
         raw = pickle.dumps(data, protocol=2)
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
     path = tmp_path / "m.pkl"
     path.write_bytes(raw)
     msg = _error(load_model, path)

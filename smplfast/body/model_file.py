@@ -182,32 +182,26 @@ def _to_dense(value: Any, key: str, source: str) -> Any:
     return value
 
 
-def _as_float_array(value: Any, key: str, source: str) -> np.ndarray:
+def _numeric_array(value: Any, key: str, source: str, what: str) -> np.ndarray:
+    """`value` (dense or sparse) as a numeric numpy array, or a ModelFileError naming `key`."""
     value = _to_dense(value, key, source)
     try:
         arr = np.asarray(value)
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise TypeError(f"dtype {arr.dtype} is not numeric")
-        arr = np.ascontiguousarray(arr, dtype=np.float64)
-    except ModelFileError:
-        raise
     except Exception as exc:
         raise ModelFileError(
-            f"{_where(source)}: {key} must be a numeric array, got {type(value).__name__} ({exc})"
+            f"{_where(source)}: {key} must be {what}, got {type(value).__name__} ({exc})"
         ) from exc
     return arr
 
 
+def _as_float_array(value: Any, key: str, source: str) -> np.ndarray:
+    return np.ascontiguousarray(_numeric_array(value, key, source, "a numeric array"), dtype=np.float64)
+
+
 def _as_int_array(value: Any, key: str, source: str) -> np.ndarray:
-    value = _to_dense(value, key, source)
-    try:
-        arr = np.asarray(value)
-        if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise TypeError(f"dtype {arr.dtype} is not numeric")
-    except Exception as exc:
-        raise ModelFileError(
-            f"{_where(source)}: {key} must be an integer array, got {type(value).__name__} ({exc})"
-        ) from exc
+    arr = _numeric_array(value, key, source, "an integer array")
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():

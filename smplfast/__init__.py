@@ -2,8 +2,9 @@
 from ._backend import build_info, cuda_available
 from . import ops
 from . import body
+from . import surface
 from .body import SMPL, SMPLOutput
 
 __version__ = build_info()["version"]
 
-__all__ = ["SMPL", "SMPLOutput", "body", "ops", "build_info", "cuda_available", "__version__"]
+__all__ = ["SMPL", "SMPLOutput", "body", "surface", "ops", "build_info", "cuda_available", "__version__"]

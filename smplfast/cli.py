@@ -12,7 +12,7 @@ def main(argv=None) -> int:
 
     demo = sub.add_parser("demo", help="pose a body model, fit it to joints, print a table and write a picture")
     demo.add_argument("--out", default="demo_out", help="folder for the picture and the results (default: demo_out)")
-    demo.add_argument("--model", default=None, help="an SMPL .pkl/.npz file (default: a built-in random SMPL-size model)")
+    demo.add_argument("--model", default=None, help="an SMPL .pkl/.npz file (default: the bundled default body model)")
     demo.add_argument("--batch", type=int, default=64, help="batch size of the timing and fitting runs (default: 64)")
     demo.add_argument("--seed", type=int, default=0)
 

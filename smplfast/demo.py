@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import build_info
-from .body import SMPL, random_model, save_model
+from .body import SMPL, default_model_path
 from .body.reference import smpl_reference_forward
 
 
@@ -88,9 +88,8 @@ def run_demo(out_dir: str = "demo_out", model_path: str | None = None, batch: in
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if model_path is None:
-        model_path = os.path.join(out_dir, "random_smpl_model.pkl")
-        save_model(random_model(num_vertices=6890, num_betas=10, seed=seed), model_path)
-        model_name = "random SMPL-size model (6890 vertices, dense pose blend shapes)"
+        model_path = str(default_model_path())
+        model_name = f"bundled default model ({model_path})"
     else:
         model_name = model_path
     model = SMPL(model_path=model_path)

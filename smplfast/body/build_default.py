@@ -194,23 +194,6 @@ def _edges(faces: np.ndarray) -> np.ndarray:
     return np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
 
 
-def _components(faces: np.ndarray, num_vertices: int) -> np.ndarray:
-    """Connected-component label of every vertex (union-find over edges)."""
-    parent = np.arange(num_vertices)
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in _edges(faces):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([find(i) for i in range(num_vertices)])
-
-
 def _boundary_loops(faces: np.ndarray) -> List[List[int]]:
     """Boundary loops, each as vertices in the order of the faces' directed boundary edges."""
     directed = _edges(faces)
@@ -241,11 +224,12 @@ def clean_mesh(faces: np.ndarray, num_vertices: int, removed_faces: np.ndarray):
     whose rows give each new vertex as an average of original vertices (a
     one-hot row for kept vertices, the rim average for a cap centre).
     """
+    from ..surface.charts import face_components
+
     faces = np.asarray(faces, dtype=np.int64)
-    comp = _components(faces, num_vertices)
-    body = np.bincount(comp).argmax()
-    keep = (comp[faces[:, 0]] == body) & ~removed_faces
-    faces = faces[keep]
+    keep = np.zeros(len(faces), dtype=bool)
+    keep[max(face_components(num_vertices, faces), key=len)] = True
+    faces = faces[keep & ~removed_faces]
     loops = _boundary_loops(faces)
     kept = np.unique(faces)
     old_to_new = np.full(num_vertices, -1, dtype=np.int64)
@@ -285,13 +269,19 @@ def _group_index(bone_labels: Sequence[str], bone_parents: Sequence[int]) -> np.
     return group
 
 
-def merged_weights(anny_weights, anny_indices, group, combine, max_influences=MAX_INFLUENCES):
-    """(V_new, 24) skinning weights: bone weights summed per joint, pruned, renormalised."""
+def bone_weights(anny_weights, anny_indices, num_bones: int, combine) -> np.ndarray:
+    """(V_new, num_bones) dense Anny skinning weights of the cleaned mesh's vertices."""
     v = anny_weights.shape[0]
-    dense = np.zeros((v, 24))
-    np.add.at(dense, (np.repeat(np.arange(v), anny_weights.shape[1]), group[anny_indices.ravel()]),
+    dense = np.zeros((v, num_bones))
+    np.add.at(dense, (np.repeat(np.arange(v), anny_weights.shape[1]), anny_indices.ravel()),
               anny_weights.ravel())
-    dense = np.asarray(combine @ dense)
+    return np.asarray(combine @ dense)
+
+
+def merged_weights(bone_w: np.ndarray, group: np.ndarray, max_influences=MAX_INFLUENCES):
+    """(V, 24) skinning weights: bone weights (V, B) summed per joint, pruned, renormalised."""
+    dense = np.zeros((bone_w.shape[0], 24))
+    np.add.at(dense.T, group, bone_w.T)
     order = np.argsort(-dense, axis=1, kind="stable")
     pruned = np.zeros_like(dense)
     rows = np.arange(len(dense))[:, None]
@@ -331,7 +321,6 @@ def t_pose(verts: np.ndarray, joints: np.ndarray, weights: np.ndarray):
     """
     n = verts.shape[0]
     world = np.tile(np.eye(4), (n, 24, 1, 1))
-    joints = joints.copy()
     local = np.tile(np.eye(3), (n, 24, 1, 1))
     for name, child, target in _T_POSE_CHAIN:
         j, c = SMPL_JOINT_NAMES.index(name), SMPL_JOINT_NAMES.index(child)
@@ -440,7 +429,7 @@ def fit_joint_regressor(verts: np.ndarray, joints: np.ndarray,
 # Keypoints and surface charts
 
 
-def anatomical_keypoints(verts: np.ndarray, bone_weights: np.ndarray, bone_labels: Sequence[str],
+def anatomical_keypoints(verts: np.ndarray, bone_w: np.ndarray, bone_labels: Sequence[str],
                          caps: np.ndarray, regressor: np.ndarray, joints: np.ndarray) -> Dict[str, tuple]:
     """Keypoint definitions (name -> (vertex ids, weights)) placed on the mean T-pose mesh.
 
@@ -453,7 +442,7 @@ def anatomical_keypoints(verts: np.ndarray, bone_weights: np.ndarray, bone_label
     Dataset joints that sit inside the body are combinations of the joint
     regressor's rows (LSP hips and neck, MPII pelvis and thorax, H36M spine).
     """
-    dom = np.asarray(bone_labels)[bone_weights.argmax(1)]
+    dom = np.asarray(bone_labels)[bone_w.argmax(1)]
     J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
     cap_pos = verts[caps]
     mouth = caps[np.argmin(np.abs(cap_pos[:, 0]))]
@@ -610,8 +599,9 @@ def build(out_dir: Path, genders: Sequence[str] = GENDERS, num_samples: int = NU
     faces, combine, num_caps = clean_mesh(model.faces.cpu().numpy(), model.template_vertices.shape[0],
                                           removed)
     group = _group_index(model.bone_labels, model.bone_parents)
-    weights, lost = merged_weights(model.vertex_bone_weights.cpu().numpy(),
-                                   model.vertex_bone_indices.cpu().numpy(), group, combine)
+    bone_w = bone_weights(model.vertex_bone_weights.cpu().numpy(), model.vertex_bone_indices.cpu().numpy(),
+                          len(model.bone_labels), combine)
+    weights, lost = merged_weights(bone_w, group)
     # Origin: the pelvis of Anny's default (phenotype 0.5) body.
     import torch
 
@@ -627,17 +617,12 @@ def build(out_dir: Path, genders: Sequence[str] = GENDERS, num_samples: int = NU
         "skinning_weight_dropped": {"mean": float(lost.mean()), "max": float(lost.max())},
         "models": {},
     }
-    anny_w, anny_i = model.vertex_bone_weights.cpu().numpy(), model.vertex_bone_indices.cpu().numpy()
-    bone_weights = np.zeros((anny_w.shape[0], len(model.bone_labels)))
-    np.add.at(bone_weights, (np.repeat(np.arange(anny_w.shape[0]), anny_w.shape[1]), anny_i.ravel()),
-              anny_w.ravel())
-    bone_weights = np.asarray(combine @ bone_weights)
     caps = np.arange(combine.shape[0] - num_caps, combine.shape[0])
     charts = None
     for i, gender in enumerate(genders):
         data, rep = build_gender(model, gender, faces, combine, weights, offset, num_samples, seed + i)
         rest_joints = data.J_regressor @ data.v_template
-        defs = anatomical_keypoints(data.v_template, bone_weights, model.bone_labels, caps,
+        defs = anatomical_keypoints(data.v_template, bone_w, model.bone_labels, caps,
                                     data.J_regressor, rest_joints)
         if charts is None:  # one mesh: the charts of the first model's mean shape serve all
             charts = surface_charts(data.v_template, data.f, data.weights, rest_joints)

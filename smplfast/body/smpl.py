@@ -21,7 +21,7 @@ from .._backend import check_finite
 from ..ops.kinematic_chain import check_parents
 from .model_file import ModelData, load_model, validate_model
 from .default_model import load_default_model
-from .keypoints import SMPLX_EXTRA_KEYS, build_keypoint_regressor, definitions_from_arrays
+from .keypoints import SMPLX_EXTRA_KEYS, build_keypoint_regressor
 from .vertex_ids import SMPL_NUM_VERTICES, SMPLH_VERTEX_IDS, extra_joint_names, extra_joint_vertex_ids
 
 
@@ -198,20 +198,16 @@ class SMPL(nn.Module):
 
         # Extra joints: vertex picks (smplx's) and optional regressors, as one sparse regressor over a
         # small support set of vertices.
-        own_points = definitions_from_arrays(model.extras)
+        own_points = "keypoint_names" in model.extras
         if vertex_ids is None and V == SMPL_NUM_VERTICES:
             vertex_ids = SMPLH_VERTEX_IDS
         rows = []
-        if vertex_ids is None and own_points is not None:
+        if vertex_ids is None and own_points:
             # A model with its own keypoints (the bundled one) gives smplx's 21 extra joints from them.
             canonical = {key: name for name, key in SMPLX_EXTRA_KEYS.items()}
-            for key in extra_joint_names(use_hands=use_hands, use_feet_keypoints=use_feet_keypoints):
-                if canonical[key] not in own_points:
-                    raise ValueError(f"SMPL: the model's keypoint definitions lack {canonical[key]!r}")
-                row = np.zeros(V)
-                ids, weights = own_points[canonical[key]]
-                np.add.at(row, list(ids), weights)
-                rows.append(row)
+            names = [canonical[k] for k in extra_joint_names(use_hands=use_hands, use_feet_keypoints=use_feet_keypoints)]
+            kp = build_keypoint_regressor(names, model)
+            rows.extend(kp.regressor[kp.index - kp.num_joints])
         elif vertex_ids is not None:
             for v in extra_joint_vertex_ids(vertex_ids, use_hands=use_hands, use_feet_keypoints=use_feet_keypoints):
                 if not 0 <= v < V:

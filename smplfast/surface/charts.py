@@ -527,7 +527,7 @@ def _orient(X: np.ndarray, P: np.ndarray, faces: np.ndarray, up: np.ndarray) -> 
     return X
 
 
-def _components(n: int, faces: np.ndarray) -> List[np.ndarray]:
+def face_components(n: int, faces: np.ndarray) -> List[np.ndarray]:
     """Face index sets of the edge-connected components."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
@@ -551,7 +551,7 @@ def _flatten_piece(P, faces, up, opts):
 
 def _pieces(P, faces):
     """Connected pieces of a patch: (patch vertex ids, piece faces re-indexed, face indices)."""
-    for comp in _components(P.shape[0], faces):
+    for comp in face_components(P.shape[0], faces):
         verts, local = np.unique(faces[comp], return_inverse=True)
         yield verts, local.reshape(-1, 3), comp
 

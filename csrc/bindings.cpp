@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/binding_utils.h"
 #include "common/macros.h"
 #include "skinning/skinning.h"
 
@@ -15,50 +16,15 @@
 
 namespace py = pybind11;
 using namespace smplfast;
+using namespace smplfast::bind;
+
+namespace smplfast {
+// Registered by the fitting kernels' own binding files.
+void bind_keypoint_jacobian(py::module_& m);
+void bind_batched_solve(py::module_& m);
+}  // namespace smplfast
 
 namespace {
-
-// Where a call runs: device_type 0 = CPU, 1 = CUDA (device index and stream handle used then).
-struct Target {
-  int device_type;
-  int device_index;
-  uintptr_t stream;
-};
-
-DType to_dtype(int code) {
-  if (code == 0) return DType::Float32;
-  if (code == 1) return DType::Float64;
-  throw std::invalid_argument("smplfast._C: dtype code must be 0 (float32) or 1 (float64), got " +
-                              std::to_string(code));
-}
-
-template <typename Args, typename CpuFn, typename CudaFn>
-void run(const Target& t, int dtype, const Args& args, CpuFn cpu, CudaFn cuda, const char* name) {
-  const DType dt = to_dtype(dtype);
-  py::gil_scoped_release release;
-  if (t.device_type == 0) {
-    cpu(dt, args);
-    return;
-  }
-#ifdef SMPLFAST_WITH_CUDA
-  cuda(dt, args, t.device_index, reinterpret_cast<void*>(t.stream));
-#else
-  (void)cuda;
-  throw std::runtime_error(std::string("smplfast was built without CUDA kernels; ") + name +
-                           " cannot run on a CUDA tensor (rebuild with SMPLFAST_CUDA=ON)");
-#endif
-}
-
-template <typename T>
-const T* cptr(uintptr_t p) { return reinterpret_cast<const T*>(p); }
-void* mptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
-const void* vptr(uintptr_t p) { return reinterpret_cast<const void*>(p); }
-
-#ifdef SMPLFAST_WITH_CUDA
-#define SF_CUDA_FN(name) name##_cuda
-#else
-#define SF_CUDA_FN(name) nullptr
-#endif
 
 // The inputs shared by the forward and backward entry points of an op.
 ChainArgs chain_args(int64_t B, int64_t J, uintptr_t parents, uintptr_t R, uintptr_t rest, uintptr_t posed,
@@ -183,4 +149,6 @@ PYBIND11_MODULE(_C, m) {
     a.grad_transl = mptr(gtr);
     run(t, dtype, a, lbs_backward_cpu, SF_CUDA_FN(lbs_backward), "sparse_lbs_backward");
   });
+  bind_keypoint_jacobian(m);
+  bind_batched_solve(m);
 }

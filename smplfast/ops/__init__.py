@@ -6,6 +6,12 @@ for ``torch.compile`` and an analytic backward that is itself a custom op.
 from .rodrigues import rodrigues, rodrigues_reference
 from .kinematic_chain import kinematic_chain, kinematic_chain_reference
 from .sparse_lbs import sparse_lbs, sparse_lbs_reference, dense_to_sparse_weights
+from .batched_solve import (
+    damped_cholesky_solve,
+    damped_cholesky_solve_reference,
+    conjugate_gradient_solve,
+    conjugate_gradient_solve_reference,
+)
 
 __all__ = [
     "rodrigues",
@@ -15,4 +21,8 @@ __all__ = [
     "sparse_lbs",
     "sparse_lbs_reference",
     "dense_to_sparse_weights",
+    "damped_cholesky_solve",
+    "damped_cholesky_solve_reference",
+    "conjugate_gradient_solve",
+    "conjugate_gradient_solve_reference",
 ]

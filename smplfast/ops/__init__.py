@@ -1,11 +1,14 @@
 """smplfast's custom ops (torch.library), each with a pure-PyTorch reference of the same maths.
 
 Every op here is registered under the ``smplfast::`` namespace with a fake (meta) implementation
-for ``torch.compile`` and an analytic backward that is itself a custom op.
+for ``torch.compile``. The skinning ops have an analytic backward that is itself a custom op; the
+fitting ops (project_keypoints, the batched solves) return derivatives or solutions and are not
+differentiable (their backward raises).
 """
 from .rodrigues import rodrigues, rodrigues_reference
 from .kinematic_chain import kinematic_chain, kinematic_chain_reference
 from .sparse_lbs import sparse_lbs, sparse_lbs_reference, dense_to_sparse_weights
+from .keypoint_projection import project_keypoints, project_keypoints_reference
 from .batched_solve import (
     damped_cholesky_solve,
     damped_cholesky_solve_reference,
@@ -21,6 +24,8 @@ __all__ = [
     "sparse_lbs",
     "sparse_lbs_reference",
     "dense_to_sparse_weights",
+    "project_keypoints",
+    "project_keypoints_reference",
     "damped_cholesky_solve",
     "damped_cholesky_solve_reference",
     "conjugate_gradient_solve",

@@ -4,7 +4,9 @@ from . import ops
 from . import body
 from . import surface
 from .body import SMPL, SMPLOutput
+from . import fitting, metrics
+from .fitting import MultiViewSMPLify, SMPLify
 
 __version__ = build_info()["version"]
 
-__all__ = ["SMPL", "SMPLOutput", "body", "surface", "ops", "build_info", "cuda_available", "__version__"]
+__all__ = ["SMPL", "SMPLOutput", "SMPLify", "MultiViewSMPLify", "body", "surface", "fitting", "metrics", "ops", "build_info", "cuda_available", "__version__"]

@@ -152,6 +152,27 @@ def axis_angle_to_matrix(aa: Tensor) -> Tensor:
     ).reshape(*aa.shape[:-1], 3, 3)
 
 
+def matrix_to_axis_angle(R: Tensor) -> Tensor:
+    """Axis-angle vectors (..., 3) of rotation matrices (..., 3, 3), angle in [0, π].
+
+    Goes through the quaternion, built from whichever of w, x, y, z is largest (Shepperd's rule), so
+    it stays accurate near 0 and near π."""
+    m = R.reshape(*R.shape[:-2], 9)
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
+    # 4 q_i² for q = (w, x, y, z); the largest gives the best-conditioned formula.
+    sq = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1)
+    cand = torch.stack([
+        torch.stack([sq[..., 0], m21 - m12, m02 - m20, m10 - m01], dim=-1),
+        torch.stack([m21 - m12, sq[..., 1], m10 + m01, m02 + m20], dim=-1),
+        torch.stack([m02 - m20, m10 + m01, sq[..., 2], m12 + m21], dim=-1),
+        torch.stack([m10 - m01, m20 + m02, m21 + m12, sq[..., 3]], dim=-1),
+    ], dim=-2)
+    best = sq.argmax(dim=-1)
+    q = torch.gather(cand, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    q = q / q.norm(dim=-1, keepdim=True)
+    return _quat_to_aa(q)
+
+
 def _axes(order: str) -> Tuple[int, int, int]:
     order = order.upper()
     if len(order) != 3 or set(order) != set("XYZ"):

@@ -1,0 +1,259 @@
+"""Multi-view SMPLify.
+
+Two formulations:
+
+* MV-SPIN's (``calibrated=False``): the views of a person share the body pose θ̃ (69) and the shape β;
+  every view keeps its own global orientation ζ⁽ᵛ⁾ and camera translation T⁽ᵛ⁾ (the cameras are not
+  known). θ̃ and β start from the mean of the per-view estimates, ζ⁽ᵛ⁾ and T⁽ᵛ⁾ from each view's,
+  refined first by SPIN's camera stage in every view.
+* Calibrated (``calibrated=True``): each view's extrinsics (R_c, T_c: X_cam = R_c X_world + T_c) and
+  intrinsics are known, and one global orientation and one world translation are shared.
+
+Objective: the sum over views of SPIN's reprojection term, plus SPIN's priors once per person.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from ..body.samplers import matrix_to_axis_angle
+from .lm import LMOptions, levenberg_marquardt
+from .priors import angle_prior_residuals
+from .smplify import SMPLify, SMPLifyResult, body_fitting_loss
+
+
+def _rotation_mean(R: Tensor) -> Tensor:
+    """Chordal mean of rotations (..., V, 3, 3) -> (..., 3, 3): the mean matrix projected onto SO(3)."""
+    M = R.mean(dim=-3)
+    U, _, Vh = torch.linalg.svd(M)
+    d = torch.det(U @ Vh)
+    S = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], dim=-1))
+    return U @ S @ Vh
+
+
+class MultiViewSMPLify(SMPLify):
+    """Fit one body to V views at once; the same arguments as :class:`SMPLify`, plus ``calibrated``.
+
+    Call ``fit(init_pose (B, V, 72), init_betas (B, V, nb), init_cam_t (B, V, 3), camera_center (B, V, 2),
+    keypoints_2d (B, V, Nk, 3))`` (uncalibrated), or with ``calibrated=True``
+    ``fit(..., cam_rot=(B, V, 3, 3), cam_transl=(B, V, 3), focal_length=(B, V, 2) or None)`` where
+    ``init_cam_t`` is then the per-view body translation estimate or None with ``init_transl`` (B, 3)
+    given. Returns a :class:`SMPLifyResult` whose pose is (B, V, 72) (per-view global orientation, shared
+    body pose; calibrated: the world orientation repeated) and camera_translation (B, V, 3).
+    """
+
+    def __init__(self, *args, calibrated: bool = False, **kwargs) -> None:
+        kwargs.setdefault("mode", "spin")
+        super().__init__(*args, **kwargs)
+        if self.mode == "smplify4":
+            raise ValueError("MultiViewSMPLify: mode='smplify4' is single-view only")
+        self.calibrated = calibrated
+
+    def __call__(self, *args, **kwargs):
+        return self.fit(*args, **kwargs).as_tuple()
+
+    def fit(self, init_pose: Tensor, init_betas: Tensor, init_cam_t: Optional[Tensor], camera_center: Tensor,
+            keypoints_2d: Tensor, *, cam_rot: Optional[Tensor] = None, cam_transl: Optional[Tensor] = None,
+            focal_length: Optional[Tensor] = None, init_transl: Optional[Tensor] = None,
+            record_history: bool = False) -> SMPLifyResult:
+        if not torch.is_tensor(keypoints_2d) or keypoints_2d.dim() != 4:
+            got = tuple(keypoints_2d.shape) if torch.is_tensor(keypoints_2d) else type(keypoints_2d).__name__
+            raise ValueError(f"MultiViewSMPLify: keypoints_2d must be (B, V, {self.num_keypoints}, 3); got {got}")
+        B, V = keypoints_2d.shape[:2]
+        flat = lambda t, n: None if t is None else self._check_views(t, B, V, n)  # noqa: E731
+        kp = self._check_keypoints(keypoints_2d.reshape(B * V, *keypoints_2d.shape[2:]))
+        pose_v, betas_v = flat(init_pose, (72,)), flat(init_betas, (self.num_betas,))
+        center_v = flat(camera_center, (2,))
+        cam_t_v = flat(init_cam_t, (3,))
+        if self.calibrated:
+            if cam_rot is None or cam_transl is None:
+                raise ValueError("MultiViewSMPLify(calibrated=True).fit needs cam_rot (B, V, 3, 3) and cam_transl (B, V, 3)")
+            rot = flat(cam_rot, (3, 3))
+            tc = flat(cam_transl, (3,))
+            focal = flat(focal_length, (2,)) if focal_length is not None else kp.new_full((B * V, 2), self.focal_length)
+        t0 = time.perf_counter()
+        bad = ~torch.isfinite(kp).all(dim=-1)
+        kp = torch.where(bad[..., None], torch.zeros((), dtype=kp.dtype, device=kp.device), kp).to(self.dtype)
+        joints_2d, conf = kp[..., :2], kp[..., 2].clamp_min(0)
+        conf_body = conf.clone()
+        conf_body[:, self.ign_joints] = 0.0
+        visible = ((conf_body > 0).sum(dim=1) >= self.min_visible).view(B, V).any(dim=1)
+
+        # Shared body pose and shape: the mean of the per-view estimates.
+        body = pose_v.view(B, V, 72)[:, :, 3:].mean(dim=1)
+        betas = betas_v.view(B, V, -1).mean(dim=1)
+        iters = torch.zeros(B, dtype=torch.long, device=kp.device)
+        if not self.calibrated:
+            if cam_t_v is None:
+                raise ValueError("MultiViewSMPLify: init_cam_t (B, V, 3) is required when calibrated=False")
+            # SPIN's camera stage in every view, on the shared body.
+            pose0 = torch.cat([pose_v[:, :3], body.repeat_interleave(V, 0)], dim=1)
+            vis_v = (conf_body > 0).sum(dim=1) >= self.min_visible
+            pose0, cam_t, it, _ = self._camera_stage(pose0, betas.repeat_interleave(V, 0), cam_t_v, cam_t_v, center_v,
+                                                     joints_2d, conf, vis_v)
+            iters += it.view(B, V).max(dim=1).values
+            x0 = torch.cat([body, betas, pose0[:, :3].reshape(B, 3 * V), cam_t.reshape(B, 3 * V)], dim=1)
+        else:
+            Rv = ops.rodrigues(pose_v[:, :3]).view(B, V, 3, 3)
+            Rc = rot.view(B, V, 3, 3)
+            go = matrix_to_axis_angle(_rotation_mean(Rc.transpose(-1, -2) @ Rv))
+            if init_transl is None:
+                if cam_t_v is None:
+                    raise ValueError("MultiViewSMPLify(calibrated=True): give init_transl (B, 3) or init_cam_t (B, V, 3)")
+                tw = (Rc.transpose(-1, -2) @ (cam_t_v.view(B, V, 3) - tc.view(B, V, 3)).unsqueeze(-1)).squeeze(-1)
+                init_transl = tw.mean(dim=1)
+            elif init_transl.shape != (B, 3):
+                raise ValueError(f"MultiViewSMPLify: init_transl must be ({B}, 3); got {tuple(init_transl.shape)}")
+            x0 = torch.cat([go, body, betas, init_transl.to(self.dtype)], dim=1)
+        timings = {"camera": time.perf_counter() - t0}
+
+        t0 = time.perf_counter()
+        evaluate = self._evaluator(B, V, joints_2d, conf_body, center_v,
+                                   (rot, tc, focal) if self.calibrated else None)
+        opts = self.lm_options if not record_history else LMOptions(**{**self.lm_options.__dict__, "record_history": True})
+        if self.optimizer == "lm":
+            res = levenberg_marquardt(evaluate, x0, opts, active=visible)
+            x, it, converged, history = res.x, res.iterations, res.converged, res.history
+        else:
+            x, it, converged, history = self._adam(evaluate, x0, record_history)
+        iters += it
+        timings["body"] = time.perf_counter() - t0
+        calib = (rot, tc, focal) if self.calibrated else None
+        return self._result(x, x0, B, V, joints_2d, conf_body, center_v, calib, evaluate, iters, converged & visible,
+                            bad, timings, history)
+
+    # ---------------------------------------------------------------------------------------- parts
+    def _check_views(self, t: Tensor, B: int, V: int, tail) -> Tensor:
+        if not torch.is_tensor(t):
+            raise TypeError(f"MultiViewSMPLify: expected a tensor of shape ({B}, {V}, {tail}); got {type(t).__name__}")
+        if t.shape[:2] != (B, V) or tuple(t.shape[2:]) != tuple(tail):
+            raise ValueError(f"MultiViewSMPLify: expected shape ({B}, {V}, {', '.join(map(str, tail))}); "
+                             f"got {tuple(t.shape)}")
+        self._check_tensor("input", t)
+        if not torch.isfinite(t).all():
+            raise ValueError("MultiViewSMPLify: initialisation or camera contains NaN or Inf")
+        return t.reshape(B * V, *tail).to(self.dtype)
+
+    def _layout(self, V: int, nb: int):
+        """Where each per-view Jacobian column (kernel order: pose 72, betas, transl 3) goes in x."""
+        P = 72 + nb + 3
+        if self.calibrated:  # x = [global orient 3, body 69, betas, transl 3]: the kernel's own order
+            return torch.arange(P).expand(V, P), P
+        n = 69 + nb + 6 * V   # x = [body 69, betas, ζ (3V), T (3V)]
+        cols = torch.empty(V, P, dtype=torch.long)
+        for v in range(V):
+            cols[v, :3] = torch.arange(69 + nb + 3 * v, 69 + nb + 3 * v + 3)
+            cols[v, 3:72] = torch.arange(69)
+            cols[v, 72:72 + nb] = torch.arange(69, 69 + nb)
+            cols[v, 72 + nb:] = torch.arange(69 + nb + 3 * V + 3 * v, 69 + nb + 3 * V + 3 * v + 3)
+        return cols, n
+
+    def _unpack(self, x: Tensor, V: int, nb: int):
+        """x (b, n) -> per-view kernel inputs: pose (b·V, 72), betas (b·V, nb), transl (b·V, 3)."""
+        b = x.shape[0]
+        if self.calibrated:
+            return (x[:, :72].repeat_interleave(V, 0), x[:, 72:72 + nb].repeat_interleave(V, 0),
+                    x[:, 72 + nb:].repeat_interleave(V, 0))
+        body, betas = x[:, :69], x[:, 69:69 + nb]
+        go = x[:, 69 + nb:69 + nb + 3 * V].reshape(b * V, 3)
+        t = x[:, 69 + nb + 3 * V:].reshape(b * V, 3)
+        pose = torch.cat([go, body.repeat_interleave(V, 0)], dim=1)
+        return pose, betas.repeat_interleave(V, 0), t
+
+    def _evaluator(self, B, V, joints_2d, conf, center, calib):
+        km = self._kp_model
+        nb = self.num_betas
+        cols, n = self._layout(V, nb)
+        cols = cols.to(joints_2d.device)
+        w = self.weights
+        wp2, wa2, ws2 = w.pose_prior_weight ** 2, w.angle_prior_weight ** 2, w.shape_prior_weight ** 2
+        body = slice(3, 72) if self.calibrated else slice(0, 69)
+        shape = slice(72, 72 + nb) if self.calibrated else slice(69, 69 + nb)
+        Nk = km.num_keypoints
+        eye, zero3, focal0 = self._camera_constants(B * V, joints_2d)
+
+        def view_rows(rows):
+            return (rows[:, None] * V + torch.arange(V, device=rows.device)).flatten()
+
+        def evaluate(x, rows, with_jacobian=True):
+            b = x.shape[0]
+            vr = view_rows(rows)
+            pose, betas, t = self._unpack(x, V, nb)
+            if calib is None:
+                R, tc, f = eye[vr], zero3[vr], focal0[vr]
+            else:
+                R, tc, f = calib[0][vr], calib[1][vr], calib[2][vr]
+            res, jac, _, _ = ops.project_keypoints(km, pose.view(-1, km.num_joints, 3), betas, t, R, tc, f, center[vr],
+                                                   joints_2d[vr], conf[vr], w.sigma, compute_jacobian=with_jacobian)
+            r = res.reshape(b, V * Nk * 2)
+            f_val = (r * r).sum(1)
+            xb = x[:, body]
+            rp, Jp, _ = self.pose_prior.residuals(xb)
+            ra, Ja = angle_prior_residuals(xb)
+            beta = x[:, shape]
+            f_val = f_val + wp2 * (rp * rp).sum(1) + wa2 * (ra * ra).sum(1) + ws2 * (beta * beta).sum(1)
+            if not with_jacobian:
+                return f_val, None, None
+            Jv = jac.reshape(b, V, Nk * 2, -1)
+            J = x.new_zeros(b, V, Nk * 2, n)
+            J.scatter_(3, cols[None, :, None, :].expand(b, V, Nk * 2, cols.shape[1]), Jv)
+            J = J.reshape(b, V * Nk * 2, n)
+            H = J.transpose(1, 2) @ J
+            g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+            H[:, body, body] += wp2 * (Jp.transpose(1, 2) @ Jp) + wa2 * (Ja.transpose(1, 2) @ Ja)
+            g[:, body] += (wp2 * (Jp.transpose(1, 2) @ rp.unsqueeze(-1)) + wa2 * (Ja.transpose(1, 2) @ ra.unsqueeze(-1))).squeeze(-1)
+            H[:, shape, shape] += ws2 * torch.eye(nb, dtype=x.dtype, device=x.device)
+            g[:, shape] += ws2 * beta
+            return f_val, H, g
+
+        return evaluate
+
+    def _adam(self, evaluate, x0, record_history):
+        """MV-SPIN's solver: Adam on all parameters at once, ``num_iters`` steps of ``step_size``.
+        The gradient is 2 Jᵀr from the same normal equations the LM solver uses."""
+        B = x0.shape[0]
+        rows = torch.arange(B, device=x0.device)
+        x = x0.clone().requires_grad_(False)
+        opt_state = x.clone().requires_grad_(True)
+        opt = torch.optim.Adam([opt_state], lr=self.step_size, betas=(0.9, 0.999))
+        history = []
+        t0 = time.perf_counter()
+        for _ in range(self.num_iters):
+            f, _, g = evaluate(opt_state.detach(), rows)
+            if record_history:
+                history.append((time.perf_counter() - t0, f.clone()))
+            opt.zero_grad()
+            opt_state.grad = 2 * g
+            opt.step()
+        n = torch.full((B,), self.num_iters, dtype=torch.long, device=x0.device)
+        return opt_state.detach(), n, torch.ones(B, dtype=torch.bool, device=x0.device), history
+
+    def _result(self, x, x0, B, V, joints_2d, conf, center, calib, evaluate, iters, converged, bad, timings, history):
+        finite = torch.isfinite(x).all(dim=1)
+        x = torch.where(finite[:, None], x, x0)
+        converged = converged & finite
+        nb = self.num_betas
+        pose, betas, t = self._unpack(x, V, nb)
+        with torch.no_grad():
+            out = self.smpl(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas)
+            loss, _, _ = evaluate(x, torch.arange(B, device=x.device), with_jacobian=False)
+            reproj = self._reprojection(pose, betas, t, center, joints_2d, conf, calib)
+        vertices = out.vertices.view(B, V, *out.vertices.shape[1:])
+        joints = out.joints.view(B, V, *out.joints.shape[1:])
+        return SMPLifyResult(vertices, joints, pose.view(B, V, 72), betas.view(B, V, nb)[:, 0], t.view(B, V, 3),
+                             reproj.view(B, V, -1), loss, iters, converged, bad.view(B, V, -1).sum(dim=(1, 2)),
+                             timings, history)
+
+    def _reprojection(self, pose, betas, t, center, joints_2d, conf, calib):
+        """Per-keypoint conf² · GMoF in every view (B·V, Nk)."""
+        km = self._kp_model
+        eye, zero3, focal = self._camera_constants(pose.shape[0], pose)
+        if calib is not None:
+            eye, zero3, focal = calib
+        res, _, _, _ = ops.project_keypoints(km, pose.view(-1, km.num_joints, 3), betas, t, eye, zero3, focal, center,
+                                             joints_2d, conf, self.weights.sigma, compute_jacobian=False)
+        return (res * res).sum(-1)

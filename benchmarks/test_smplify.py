@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import smplfast
-from smplify_problems import SPIN_STYLE_ITERS, make_multiview_problem, make_problem, smplx_keypoint_model
+from smplify_problems import make_multiview_problem, make_problem
 
 DEVICES = ["cpu"] + (["cuda"] if smplfast.cuda_available() else [])
 

@@ -248,6 +248,7 @@ def _write_smplify_picture(out_dir: str, model: SMPL, res, keypoints_2d, count: 
     axes[0].legend(loc="lower left", fontsize=7)
     fig.suptitle("SMPLify (Levenberg–Marquardt) fits over their 224 px crops")
     fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "smplify.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -133,7 +133,7 @@ class SMPLify:
                  focal_length: float = 5000.0, device: Union[str, torch.device] = "cpu", *,
                  optimizer: str = "lm", model=None, keypoints: str = "spin_49", keypoint_regressors=None,
                  pose_prior=None, weights: Optional[PriorWeights] = None, mode: str = "spin",
-                 linear_solver: str = "cholesky", cg_iters: int = 20, lm_iters: int = 30, camera_lm_iters: int = 10,
+                 linear_solver: str = "cholesky", cg_iters: int = 20, lm_iters: int = 30, camera_lm_iters: int = 5,
                  ftol: float = 1e-6, ignore_joints: Optional[Sequence[int]] = None, min_visible: int = 4,
                  chunk_size: int = 4096, dtype: torch.dtype = torch.float32, **weight_overrides) -> None:
         if optimizer not in OPTIMIZERS:

@@ -60,7 +60,6 @@ def main():
         adam_time = traces["adam"][2]
         for s, (points, res, total) in traces.items():
             reach = time_to_reach(points, target * (1 + 1e-6))
-            base = adam_time if s != "adam-smplx" else total
             print(f"| {name} | {s} | {total:.3f} | {res.iterations.float().mean():.1f} | {res.loss.sum():.1f} | "
                   f"{reach:.3f} | {adam_time / reach if s.startswith('lm') else float('nan'):.1f}x |")
             ts, fs = zip(*points)

@@ -8,7 +8,6 @@ import smplfast
 from smplfast import metrics
 from smplfast.body import samplers
 from smplfast.fitting import MaxMixturePrior, MultiViewSMPLify, SMPLify
-from smplfast.fitting import camera as cam
 
 F = 5000.0
 CENTER = 112.0

@@ -164,7 +164,8 @@ def run_demo(out_dir: str = "demo_out", model_path: str | None = None, batch: in
 
     with open(os.path.join(out_dir, "demo_results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    print(f"\nwrote {picture} and {os.path.join(out_dir, 'demo_results.json')}")
+    pictures = " and ".join(p for p in (picture, (smplify or {}).get("picture")) if p)
+    print(f"\nwrote {pictures} and {os.path.join(out_dir, 'demo_results.json')}")
     return results
 
 

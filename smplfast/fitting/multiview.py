@@ -23,7 +23,7 @@ from .. import ops
 from ..body.samplers import matrix_to_axis_angle
 from .lm import LMOptions, levenberg_marquardt
 from .priors import angle_prior_residuals
-from .smplify import SMPLify, SMPLifyResult, body_fitting_loss
+from .smplify import SMPLify, SMPLifyResult
 
 
 def _rotation_mean(R: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from .. import ops
 from ..body.smpl import SMPL
 from . import camera as cam
 from .keypoint_model import KeypointModel
-from .lm import LMOptions, LMResult, levenberg_marquardt
+from .lm import LMOptions, levenberg_marquardt
 from .priors import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, MaxMixturePrior, PriorWeights, anchor_prior, angle_prior, angle_prior_residuals, gmof,
                      robust_residual, shape_bound, shape_bound_residuals)
 

@@ -65,7 +65,6 @@ def make_problem(batch, device, solver, record_history=False):
 
 def make_multiview_problem(people, views, device, solver):
     model = fitter_model()
-    (p0, b0, t0, c, _), _ = bodies(model, people, seed=2, device="cpu")
     g = torch.Generator().manual_seed(3)
     pose = samplers.sample_poses(people, seed=2)
     betas = samplers.sample_betas(people, num_betas=10, seed=2) * 0.7

@@ -14,6 +14,7 @@ Objective: the sum over views of SPIN's reprojection term, plus SPIN's priors on
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from .. import ops
 from ..body.samplers import matrix_to_axis_angle
-from .lm import LMOptions, levenberg_marquardt
+from .lm import levenberg_marquardt
 from .priors import angle_prior_residuals
 from .smplify import SMPLify, SMPLifyResult
 
@@ -76,12 +77,8 @@ class MultiViewSMPLify(SMPLify):
             tc = flat(cam_transl, (3,))
             focal = flat(focal_length, (2,)) if focal_length is not None else kp.new_full((B * V, 2), self.focal_length)
         t0 = time.perf_counter()
-        bad = ~torch.isfinite(kp).all(dim=-1)
-        kp = torch.where(bad[..., None], torch.zeros((), dtype=kp.dtype, device=kp.device), kp).to(self.dtype)
-        joints_2d, conf = kp[..., :2], kp[..., 2].clamp_min(0)
-        conf_body = conf.clone()
-        conf_body[:, self.ign_joints] = 0.0
-        visible = ((conf_body > 0).sum(dim=1) >= self.min_visible).view(B, V).any(dim=1)
+        joints_2d, conf, conf_body, bad, vis_v = self._prepare_keypoints(kp)
+        visible = vis_v.view(B, V).any(dim=1)
 
         # Shared body pose and shape: the mean of the per-view estimates.
         body = pose_v.view(B, V, 72)[:, :, 3:].mean(dim=1)
@@ -92,7 +89,6 @@ class MultiViewSMPLify(SMPLify):
                 raise ValueError("MultiViewSMPLify: init_cam_t (B, V, 3) is required when calibrated=False")
             # SPIN's camera stage in every view, on the shared body.
             pose0 = torch.cat([pose_v[:, :3], body.repeat_interleave(V, 0)], dim=1)
-            vis_v = (conf_body > 0).sum(dim=1) >= self.min_visible
             pose0, cam_t, it, _ = self._camera_stage(pose0, betas.repeat_interleave(V, 0), cam_t_v, cam_t_v, center_v,
                                                      joints_2d, conf, vis_v)
             iters += it.view(B, V).max(dim=1).values
@@ -114,7 +110,7 @@ class MultiViewSMPLify(SMPLify):
         t0 = time.perf_counter()
         evaluate = self._evaluator(B, V, joints_2d, conf_body, center_v,
                                    (rot, tc, focal) if self.calibrated else None)
-        opts = self.lm_options if not record_history else LMOptions(**{**self.lm_options.__dict__, "record_history": True})
+        opts = replace(self.lm_options, record_history=record_history)
         if self.optimizer == "lm":
             res = levenberg_marquardt(evaluate, x0, opts, active=visible)
             x, it, converged, history = res.x, res.iterations, res.converged, res.history

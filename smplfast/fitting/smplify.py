@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Sequence, Union
 
 import torch
@@ -161,7 +161,7 @@ class SMPLify:
         for k, v in weight_overrides.items():
             if not hasattr(self.weights, k):
                 raise TypeError(f"SMPLify: unexpected argument {k!r}")
-            self.weights = type(self.weights)(**{**self.weights.__dict__, k: float(v)})
+            self.weights = replace(self.weights, **{k: float(v)})
         self.keypoint_convention = keypoints
 
         if model is None or isinstance(model, (str, os.PathLike)):
@@ -219,7 +219,7 @@ class SMPLify:
         """SPIN's per-keypoint reprojection loss (B, Nk) of given parameters (ignored joints 0)."""
         kp = self._check_keypoints(keypoints_2d)
         pose, betas, cam_t, camera_center = self._check_init(pose, betas, cam_t, camera_center, kp.shape[0])
-        conf = self._body_confidence(kp)
+        conf = self._body_confidence(kp[..., 2])
         with torch.no_grad():
             joints = self.keypoints(pose, betas)
             return body_fitting_loss(pose[:, 3:], betas, joints, cam_t, camera_center, kp[..., :2], conf,
@@ -229,9 +229,12 @@ class SMPLify:
     def keypoints(self, pose: Tensor, betas: Tensor) -> Tensor:
         """The model's 3D keypoints (B, Nk, 3) in the fitter's convention, without translation: the
         points the reprojection term projects."""
-        out = self.smpl(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas,
-                        **({"joints_only": True} if self.is_smplfast else {}))
-        return out.joints
+        return self._joints(pose[:, :3], pose[:, 3:], betas)
+
+    def _joints(self, global_orient: Tensor, body_pose: Tensor, betas: Tensor) -> Tensor:
+        # smplfast models skip the mesh; other smplx-style modules compute it (as SPIN pays for it).
+        extra = {"joints_only": True} if self.is_smplfast else {}
+        return self.smpl(global_orient=global_orient, body_pose=body_pose, betas=betas, **extra).joints
 
     # ------------------------------------------------------------------------------------ checks
     def _check_keypoints(self, keypoints_2d) -> Tensor:
@@ -286,20 +289,25 @@ class SMPLify:
         return out[0], out[1], init_cam_t, out[2]
 
     # ------------------------------------------------------------------------------------- fitting
-    def _body_confidence(self, kp: Tensor) -> Tensor:
-        conf = kp[..., 2].clone()
+    def _body_confidence(self, conf: Tensor) -> Tensor:
+        """Confidences (B, Nk) with the body stage's ignored keypoints at 0 (a copy)."""
+        conf = conf.clone()
         conf[:, self.ign_joints] = 0.0
         return conf
 
-    def _fit_chunk(self, init_pose, init_betas, init_cam_t, camera_center, kp, record_history) -> SMPLifyResult:
-        dtype = self.dtype
-        # NaN keypoints are missing ones: confidence 0 (and finite coordinates so nothing propagates).
+    def _prepare_keypoints(self, kp: Tensor):
+        """NaN keypoints are missing ones: confidence 0 and finite coordinates, so nothing propagates.
+        Returns joints_2d, confidences (clamped at 0), body-stage confidences, the missing mask, and
+        which samples have at least ``min_visible`` body-stage keypoints."""
         bad = ~torch.isfinite(kp).all(dim=-1)
-        kp = torch.where(bad[..., None], torch.zeros((), dtype=kp.dtype, device=kp.device), kp).to(dtype)
-        joints_2d, conf_raw = kp[..., :2], kp[..., 2].clamp_min(0)
-        conf_body = conf_raw.clone()
-        conf_body[:, self.ign_joints] = 0.0
+        kp = torch.where(bad[..., None], torch.zeros((), dtype=kp.dtype, device=kp.device), kp).to(self.dtype)
+        conf = kp[..., 2].clamp_min(0)
+        conf_body = self._body_confidence(conf)
         visible = (conf_body > 0).sum(dim=1) >= self.min_visible
+        return kp[..., :2], conf, conf_body, bad, visible
+
+    def _fit_chunk(self, init_pose, init_betas, init_cam_t, camera_center, kp, record_history) -> SMPLifyResult:
+        joints_2d, conf_raw, conf_body, bad, visible = self._prepare_keypoints(kp)
         timings: Dict[str, float] = {}
         history: list = []
         B = kp.shape[0]
@@ -329,8 +337,8 @@ class SMPLify:
         for pose_w, shape_w in schedule:
             w = self.weights
             if pose_w is not None:
-                w = type(w)(**{**w.__dict__, "pose_prior_weight": pose_w, "shape_prior_weight": shape_w,
-                               "angle_prior_weight": w.angle_prior_weight / w.pose_prior_weight * pose_w})
+                w = replace(w, pose_prior_weight=pose_w, shape_prior_weight=shape_w,
+                            angle_prior_weight=w.angle_prior_weight / w.pose_prior_weight * pose_w)
             pose, betas, cam_t, it, conv, hist = self._body_stage(
                 pose, betas, cam_t, init_pose, camera_center, joints_2d, conf_body, visible, w,
                 optimize_camera=self.mode == "single_stage", init_cam_t=init_cam_t, record_history=record_history)
@@ -375,8 +383,7 @@ class SMPLify:
             t = cam_t.clone().requires_grad_(True)
             opt = torch.optim.Adam([global_orient, t], lr=self.step_size, betas=(0.9, 0.999))
             for _ in range(self.num_iters):
-                joints = self.smpl(global_orient=global_orient, body_pose=body_pose, betas=betas,
-                                   **({"joints_only": True} if self.is_smplfast else {})).joints
+                joints = self._joints(global_orient, body_pose, betas)
                 loss = camera_fitting_loss(joints, t, cam_t_est, center, joints_2d, conf, self.focal_length,
                                            self.weights.depth_loss_weight, self.op_torso, self.gt_torso)
                 opt.zero_grad()
@@ -433,8 +440,7 @@ class SMPLify:
         nb = betas.shape[1]
         P = km.num_params
         n = 72 + nb + (3 if optimize_camera else 0)
-        cols = torch.arange(n, device=pose.device)
-        if optimize_camera:
+        if optimize_camera:  # the kernel's columns [pose, β, translation]; otherwise its first n columns
             cols = torch.cat([torch.arange(72 + nb, device=pose.device), torch.arange(P - 3, P, device=pose.device)])
         eye, zero3, focal = self._camera_constants(B, pose)
         prior = self.pose_prior
@@ -496,7 +502,7 @@ class SMPLify:
         x0 = torch.cat(parts, dim=1)
         opts = self.lm_options
         if record_history:
-            opts = LMOptions(**{**opts.__dict__, "record_history": True})
+            opts = replace(opts, record_history=True)
         res = levenberg_marquardt(evaluate, x0, opts, active=visible)
         pose, betas = res.x[:, :72].clone(), res.x[:, shape].clone()
         if optimize_camera:
@@ -515,8 +521,7 @@ class SMPLify:
         history = []
         t0 = time.perf_counter()
         for _ in range(self.num_iters):
-            joints = self.smpl(global_orient=global_orient, body_pose=body_pose, betas=betas,
-                               **({"joints_only": True} if self.is_smplfast else {})).joints
+            joints = self._joints(global_orient, body_pose, betas)
             full = torch.cat([global_orient, body_pose], dim=1)
             per_sample = body_fitting_loss(body_pose, betas, joints, t, center, joints_2d, conf, self.pose_prior,
                                            focal_length=self.focal_length, sigma=w.sigma,

@@ -15,6 +15,7 @@ from .batched_solve import (
     conjugate_gradient_solve,
     conjugate_gradient_solve_reference,
 )
+from .uv_lookup import uv_lookup, uv_lookup_reference
 
 __all__ = [
     "rodrigues",
@@ -30,4 +31,6 @@ __all__ = [
     "damped_cholesky_solve_reference",
     "conjugate_gradient_solve",
     "conjugate_gradient_solve_reference",
+    "uv_lookup",
+    "uv_lookup_reference",
 ]

@@ -22,6 +22,7 @@ namespace smplfast {
 // Registered by the fitting kernels' own binding files.
 void bind_keypoint_jacobian(py::module_& m);
 void bind_batched_solve(py::module_& m);
+void bind_rasterize(py::module_& m);
 }  // namespace smplfast
 
 namespace {
@@ -151,4 +152,5 @@ PYBIND11_MODULE(_C, m) {
   });
   bind_keypoint_jacobian(m);
   bind_batched_solve(m);
+  bind_rasterize(m);
 }

@@ -15,6 +15,7 @@ from .batched_solve import (
     conjugate_gradient_solve,
     conjugate_gradient_solve_reference,
 )
+from .rasterize import rasterize, rasterize_reference, interpolate
 
 __all__ = [
     "rodrigues",
@@ -30,4 +31,7 @@ __all__ = [
     "damped_cholesky_solve_reference",
     "conjugate_gradient_solve",
     "conjugate_gradient_solve_reference",
+    "rasterize",
+    "rasterize_reference",
+    "interpolate",
 ]

@@ -23,6 +23,7 @@ namespace smplfast {
 void bind_keypoint_jacobian(py::module_& m);
 void bind_batched_solve(py::module_& m);
 void bind_uv_lookup(py::module_& m);
+void bind_rasterize(py::module_& m);
 }  // namespace smplfast
 
 namespace {
@@ -153,4 +154,5 @@ PYBIND11_MODULE(_C, m) {
   bind_keypoint_jacobian(m);
   bind_batched_solve(m);
   bind_uv_lookup(m);
+  bind_rasterize(m);
 }

@@ -16,6 +16,7 @@ from .batched_solve import (
     conjugate_gradient_solve_reference,
 )
 from .uv_lookup import uv_lookup, uv_lookup_reference
+from .rasterize import rasterize, rasterize_reference, interpolate
 
 __all__ = [
     "rodrigues",
@@ -33,4 +34,7 @@ __all__ = [
     "conjugate_gradient_solve_reference",
     "uv_lookup",
     "uv_lookup_reference",
+    "rasterize",
+    "rasterize_reference",
+    "interpolate",
 ]

@@ -1,0 +1,338 @@
+"""On-disk formats of the training data: SPIN npz, MV-SPIN multi-view npz, DensePose COCO-style json.
+
+These are the formats SPIN, MV-SPIN and DensePose publish their preprocessed annotations in, so the
+same readers serve the real Human3.6M / MPI-INF-3DHP / 3DPW / LSP / LSP-extended / MPII / COCO files
+and the files of the synthetic data engine.
+
+SPIN npz (one file per dataset split, N samples)
+    ==============  ============  =========  =================================================================
+    key             shape         required   meaning
+    ==============  ============  =========  =================================================================
+    ``imgname``     (N,)  str     yes        image path relative to the image root directory
+    ``center``      (N, 2)        yes        person box centre, original-image pixels
+    ``scale``       (N,)          yes        box side / 200 (SPIN's convention, 1.2 margin already included)
+    ``part``        (N, 24, 3)    no         2D GT joints, convention ``spin_24`` of
+                                             :mod:`smplfast.body.keypoints`, (x, y, visibility), pixels
+    ``S``           (N, 24, 4)    no         3D GT joints, camera frame, metres, 4th column = confidence
+    ``pose``        (N, 72)       no         SMPL axis-angle pose, global orientation in the camera frame
+    ``shape``       (N, 10)       no         SMPL betas (present exactly when ``pose`` is)
+    ``has_smpl``    (N,)          no         1 where pose/shape are valid (all 1 when pose is given alone)
+    ``openpose``    (N, 25, 3)    no         OpenPose BODY_25 detections (x, y, confidence); 0,0,0 = missed
+    ``gender``      (N,)  str     no         'm', 'f' or 'n'
+    ``maskname``    (N,)  str     no         silhouette PNG, relative to the image root
+    ``partname``    (N,)  str     no         part-segmentation PNG, relative to the image root
+    ``cam_rot``     (N, 3, 3)     no         world -> camera rotation R (X_cam = R X + t)
+    ``cam_transl``  (N, 3)        no         world -> camera translation t, metres
+    ``cam_focal``   (N, 2)        no         focal lengths (f_x, f_y), original-image pixels
+    ``cam_center``  (N, 2)        no         principal point (c_x, c_y), original-image pixels
+    ==============  ============  =========  =================================================================
+
+    Absent optional keys read as zeros with ``has_smpl`` / ``has_pose_3d`` = 0 (SPIN's behaviour). A
+    key that is present must have exactly its shape: anything else is a :class:`DataFormatError`
+    naming the key, the file, the expected and the given shape. The calibration keys come as a group
+    (all four or none). Keys not listed here are ignored.
+
+MV-SPIN multi-view npz (N people, V views each)
+    The same keys with a view axis right after N: ``imgname (N, V)``, ``center (N, V, 2)``,
+    ``scale (N, V)``, ``part (N, V, 24, 3)``, ``S (N, V, 24, 4)`` (each view's camera frame),
+    ``pose (N, V, 72)`` (the global orientation differs per view, the body pose is the same),
+    ``shape (N, V, 10)``, ``has_smpl (N, V)``, ``openpose (N, V, 25, 3)``, ``gender (N, V)``, ...
+    and the calibration keys ``cam_rot (N, V, 3, 3)``, ``cam_transl (N, V, 3)``,
+    ``cam_focal (N, V, 2)``, ``cam_center (N, V, 2)`` (world -> camera, original-image pixels).
+
+DensePose (COCO-style json)
+    ``{"images": [{"id", "file_name", "width", "height"}, ...],
+    "annotations": [{"id", "image_id", "bbox": [x, y, w, h], "dp_x", "dp_y", "dp_I", "dp_U", "dp_V",
+    "keypoints" (optional, COCO's 17 x (x, y, v) flattened)}, ...]}``.
+    ``dp_x, dp_y`` are box-relative in [0, 256]: image pixel x = bbox_x + dp_x / 256 * w (same for
+    y with h). ``dp_I`` is the part index 1..24, ``dp_U, dp_V`` are in [0, 1]; the five lists have one
+    entry per point. An annotation without the ``dp_*`` keys (COCO-DensePose has such people) has no
+    points. IUV images (PNG, the size of the image): channel 0 = I (0 = background, 1..24),
+    channels 1, 2 = U*255, V*255. The IUV image of an image entry is ``iuv_file_name`` when the entry
+    has that key, else ``file_name`` with its extension replaced by ``.png``, relative to the IUV root.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "DataFormatError",
+    "KeySpec",
+    "SPIN_KEYS",
+    "CALIBRATION_KEYS",
+    "SPIN_REQUIRED_KEYS",
+    "GENDER_CODES",
+    "DENSEPOSE_IMAGE_KEYS",
+    "DENSEPOSE_ANNOTATION_KEYS",
+    "DENSEPOSE_POINT_KEYS",
+    "NUM_DENSEPOSE_PARTS",
+    "DENSEPOSE_COORD_RANGE",
+    "key_shape",
+    "load_spin_npz",
+    "validate_spin_arrays",
+    "load_densepose_json",
+    "validate_densepose",
+    "densepose_iuv_name",
+]
+
+PathLike = Union[str, os.PathLike]
+
+
+class DataFormatError(ValueError):
+    """A data file does not follow its format (missing key, wrong shape or length, bad values)."""
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key of a SPIN-style npz: its per-sample shape (after the N / N, V axes), its kind
+    (``"str"`` for paths and labels, ``"float"`` / ``"int"`` for numbers), whether it is required,
+    and its meaning."""
+
+    name: str
+    shape: Tuple[int, ...]
+    kind: str
+    required: bool
+    doc: str
+
+
+#: SPIN's npz keys (per-sample shapes; the file adds (N,) or (N, V) in front).
+SPIN_KEYS: Dict[str, KeySpec] = {
+    s.name: s
+    for s in (
+        KeySpec("imgname", (), "str", True, "image path relative to the image root"),
+        KeySpec("center", (2,), "float", True, "box centre (x, y), original-image pixels"),
+        KeySpec("scale", (), "float", True, "box side / 200, 1.2 margin included"),
+        KeySpec("part", (24, 3), "float", False, "2D GT joints (spin_24), (x, y, visibility), pixels"),
+        KeySpec("S", (24, 4), "float", False, "3D GT joints, camera frame, metres, + confidence"),
+        KeySpec("pose", (72,), "float", False, "SMPL axis-angle pose, global orientation in the camera frame"),
+        KeySpec("shape", (10,), "float", False, "SMPL betas"),
+        KeySpec("has_smpl", (), "float", False, "1 where pose/shape are valid"),
+        KeySpec("openpose", (25, 3), "float", False, "OpenPose BODY_25 (x, y, confidence)"),
+        KeySpec("gender", (), "str", False, "'m', 'f' or 'n'"),
+        KeySpec("maskname", (), "str", False, "silhouette PNG relative to the image root"),
+        KeySpec("partname", (), "str", False, "part-segmentation PNG relative to the image root"),
+        KeySpec("cam_rot", (3, 3), "float", False, "world -> camera rotation"),
+        KeySpec("cam_transl", (3,), "float", False, "world -> camera translation, metres"),
+        KeySpec("cam_focal", (2,), "float", False, "focal lengths (f_x, f_y), pixels"),
+        KeySpec("cam_center", (2,), "float", False, "principal point (c_x, c_y), pixels"),
+    )
+}
+SPIN_REQUIRED_KEYS: Tuple[str, ...] = tuple(k for k, s in SPIN_KEYS.items() if s.required)
+#: Keys that come as a group: all or none.
+CALIBRATION_KEYS: Tuple[str, ...] = ("cam_rot", "cam_transl", "cam_focal", "cam_center")
+#: SPIN's gender codes for the ``gender`` item (anything else, e.g. 'n', is -1).
+GENDER_CODES: Dict[str, int] = {"m": 0, "male": 0, "f": 1, "female": 1}
+
+DENSEPOSE_IMAGE_KEYS: Tuple[str, ...] = ("id", "file_name", "width", "height")
+DENSEPOSE_ANNOTATION_KEYS: Tuple[str, ...] = ("id", "image_id", "bbox")
+DENSEPOSE_POINT_KEYS: Tuple[str, ...] = ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V")
+NUM_DENSEPOSE_PARTS = 24
+#: dp_x, dp_y are box-relative in [0, DENSEPOSE_COORD_RANGE]; pixel = bbox_x + dp_x / 256 * w.
+DENSEPOSE_COORD_RANGE = 256.0
+
+
+def key_shape(key: str, n: int, views: Optional[int] = None) -> Tuple[int, ...]:
+    """Full array shape of ``key`` for ``n`` samples (and ``views`` views in a multi-view file)."""
+    lead = (n,) if views is None else (n, views)
+    return lead + SPIN_KEYS[key].shape
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _expected_label(key: str, multiview: bool) -> str:
+    lead = ("N", "V") if multiview else ("N",)
+    return _fmt_shape(lead + SPIN_KEYS[key].shape)
+
+
+def validate_spin_arrays(arrays: Mapping[str, np.ndarray], *, multiview: bool = False,
+                         source: str = "<arrays>") -> Tuple[int, Optional[int]]:
+    """Check a mapping of SPIN (``multiview=False``) or MV-SPIN arrays against the format.
+
+    Returns ``(N, V)`` (``V`` is None for a single-view file). Raises :class:`DataFormatError` naming
+    the key, ``source``, the expected and the given shape for a missing required key, a wrong shape or
+    length, a number array that is not numeric, a path array that is not strings, a partial set of
+    calibration keys, ``pose`` without ``shape`` (or the reverse), non-finite centres or scales and
+    scales that are not positive. A single-view file may carry the calibration keys without the view
+    axis; a multi-view file must carry them with it.
+    """
+    missing = [k for k in SPIN_REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise DataFormatError(f"{source}: missing required key(s) {missing}; a "
+                              f"{'multi-view ' if multiview else ''}SPIN npz needs {list(SPIN_REQUIRED_KEYS)}, "
+                              f"found {sorted(arrays)}")
+    img = np.asarray(arrays["imgname"])
+    if multiview:
+        if img.ndim != 2:
+            raise DataFormatError(f"{source}: key 'imgname' must have shape (N, V) in a multi-view npz; "
+                                  f"got {_fmt_shape(img.shape)}")
+        n, v = img.shape
+    else:
+        if img.ndim != 1:
+            raise DataFormatError(f"{source}: key 'imgname' must have shape (N,); got {_fmt_shape(img.shape)}"
+                                  + (" (a multi-view file? use MultiViewDataset)" if img.ndim == 2 else ""))
+        n, v = img.shape[0], None
+    if n == 0:
+        raise DataFormatError(f"{source}: the file holds no samples (imgname has length 0)")
+    cal = [k for k in CALIBRATION_KEYS if k in arrays]
+    if cal and len(cal) != len(CALIBRATION_KEYS):
+        raise DataFormatError(f"{source}: calibration keys come together; found {cal}, missing "
+                              f"{[k for k in CALIBRATION_KEYS if k not in arrays]}")
+    if ("pose" in arrays) != ("shape" in arrays):
+        have, lack = ("pose", "shape") if "pose" in arrays else ("shape", "pose")
+        raise DataFormatError(f"{source}: key {have!r} is present but {lack!r} is missing; SMPL parameters "
+                              f"need both pose (72) and shape (10)")
+    if "has_smpl" in arrays and "pose" not in arrays:
+        raise DataFormatError(f"{source}: key 'has_smpl' is present without 'pose' and 'shape'")
+    for key, spec in SPIN_KEYS.items():
+        if key not in arrays:
+            continue
+        a = np.asarray(arrays[key])
+        want = key_shape(key, n, v)
+        if a.shape != want:
+            raise DataFormatError(f"{source}: key {key!r} must have shape {_expected_label(key, multiview)} = "
+                                  f"{_fmt_shape(want)}; got {_fmt_shape(a.shape)}")
+        if spec.kind == "str":
+            if a.dtype.kind not in "USO":
+                raise DataFormatError(f"{source}: key {key!r} must hold strings; got dtype {a.dtype}")
+        elif a.dtype.kind not in "biuf":
+            raise DataFormatError(f"{source}: key {key!r} must be numeric; got dtype {a.dtype}")
+    for key in ("center", "scale"):
+        a = np.asarray(arrays[key], dtype=np.float64)
+        bad = ~np.isfinite(a).reshape(n, -1).all(axis=1)
+        if key == "scale":
+            bad |= ~(a.reshape(n, -1) > 0).all(axis=1)
+        if bad.any():
+            idx = np.flatnonzero(bad)
+            raise DataFormatError(f"{source}: key {key!r} must be finite{' and > 0' if key == 'scale' else ''}; "
+                                  f"bad at sample index(es) {idx[:10].tolist()}{' ...' if idx.size > 10 else ''}")
+    return n, v
+
+
+def _as_str_array(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind == "S":
+        return np.char.decode(a, "utf-8")
+    if a.dtype.kind == "O":
+        return np.vectorize(lambda s: s.decode("utf-8") if isinstance(s, bytes) else str(s), otypes=[str])(a) \
+            if a.size else a.astype(str)
+    return a
+
+
+def load_spin_npz(path: PathLike, *, multiview: bool = False) -> Dict[str, np.ndarray]:
+    """Read and validate a SPIN (or, with ``multiview``, MV-SPIN) npz file.
+
+    Returns a dict with every key of :data:`SPIN_KEYS` except the calibration group (included only
+    when the file has it): numbers as float32 arrays, strings as numpy unicode arrays. Absent
+    optional keys are filled as SPIN does: ``part``, ``openpose``, ``S``, ``pose``, ``shape`` with
+    zeros, ``has_smpl`` with 1 when ``pose`` is given (0 otherwise), ``gender`` with 'n',
+    ``maskname`` / ``partname`` with ''. Also returns ``has_pose_3d`` (N,) / (N, V) (1 when the file
+    has ``S``) and ``present`` (the sorted list of keys the file had, as a numpy array).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"SPIN npz not found: {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            raw = {k: f[k] for k in f.files}
+    except ValueError as e:  # object arrays need pickle; a SPIN file never does
+        raise DataFormatError(f"{path}: cannot read without pickle ({e}); store strings as unicode arrays") from None
+    n, v = validate_spin_arrays(raw, multiview=multiview, source=path)
+    lead = (n,) if v is None else (n, v)
+    out: Dict[str, np.ndarray] = {}
+    for key, spec in SPIN_KEYS.items():
+        if key in CALIBRATION_KEYS:
+            continue
+        if key in raw:
+            a = raw[key]
+            out[key] = _as_str_array(a) if spec.kind == "str" else np.asarray(a, dtype=np.float32)
+        elif spec.kind == "str":
+            out[key] = np.full(lead, "n" if key == "gender" else "", dtype="<U1")
+        elif key == "has_smpl":
+            out[key] = np.full(lead, 1.0 if "pose" in raw else 0.0, dtype=np.float32)
+        else:
+            out[key] = np.zeros(lead + spec.shape, dtype=np.float32)
+    if "cam_rot" in raw:
+        for key in CALIBRATION_KEYS:
+            out[key] = np.asarray(raw[key], dtype=np.float64)
+    out["has_pose_3d"] = np.full(lead, 1.0 if "S" in raw else 0.0, dtype=np.float32)
+    out["present"] = np.array(sorted(raw))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ DensePose
+def densepose_iuv_name(image_entry: Mapping) -> str:
+    """Relative path of the IUV image of a DensePose image entry (see the module docstring)."""
+    if "iuv_file_name" in image_entry:
+        return str(image_entry["iuv_file_name"])
+    return os.path.splitext(str(image_entry["file_name"]))[0] + ".png"
+
+
+def validate_densepose(data: Mapping, *, source: str = "<json>") -> None:
+    """Check a DensePose COCO-style dict; raises :class:`DataFormatError` naming the entry and key.
+
+    Checks the required keys of images and annotations, unique image ids, that every annotation's
+    image exists, bbox = 4 numbers with w, h > 0, the five ``dp_*`` lists present together with one
+    length, ``dp_I`` integers in 1..24, ``dp_U, dp_V`` in [0, 1], ``dp_x, dp_y`` in [0, 256], and
+    ``keypoints`` (when present) of length 51.
+    """
+    if not isinstance(data, Mapping) or "images" not in data or "annotations" not in data:
+        got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+        raise DataFormatError(f"{source}: a DensePose json is an object with 'images' and 'annotations'; got {got}")
+    ids = set()
+    for i, im in enumerate(data["images"]):
+        miss = [k for k in DENSEPOSE_IMAGE_KEYS if k not in im]
+        if miss:
+            raise DataFormatError(f"{source}: images[{i}] lacks {miss} (needs {list(DENSEPOSE_IMAGE_KEYS)})")
+        if im["id"] in ids:
+            raise DataFormatError(f"{source}: images[{i}] repeats image id {im['id']!r}")
+        ids.add(im["id"])
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{source}: annotations[{i}] (id {ann.get('id', '?')!r})"
+        miss = [k for k in DENSEPOSE_ANNOTATION_KEYS if k not in ann]
+        if miss:
+            raise DataFormatError(f"{where} lacks {miss} (needs {list(DENSEPOSE_ANNOTATION_KEYS)})")
+        if ann["image_id"] not in ids:
+            raise DataFormatError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
+        bbox = np.asarray(ann["bbox"], dtype=np.float64)
+        if bbox.shape != (4,) or not np.isfinite(bbox).all() or bbox[2] <= 0 or bbox[3] <= 0:
+            raise DataFormatError(f"{where}: bbox must be [x, y, w, h] with w, h > 0; got {ann['bbox']!r}")
+        have = [k for k in DENSEPOSE_POINT_KEYS if k in ann]
+        if have and len(have) != len(DENSEPOSE_POINT_KEYS):
+            raise DataFormatError(f"{where}: the dp_* keys come together; has {have}, lacks "
+                                  f"{[k for k in DENSEPOSE_POINT_KEYS if k not in ann]}")
+        if have:
+            lens = {k: len(ann[k]) for k in DENSEPOSE_POINT_KEYS}
+            if len(set(lens.values())) != 1:
+                raise DataFormatError(f"{where}: dp_* lists must have one length; got {lens}")
+            parts = np.asarray(ann["dp_I"], dtype=np.float64)
+            if parts.size and (np.any(parts != np.round(parts)) or parts.min() < 1 or parts.max() > NUM_DENSEPOSE_PARTS):
+                raise DataFormatError(f"{where}: dp_I must be integers in 1..{NUM_DENSEPOSE_PARTS}; got range "
+                                      f"[{parts.min():g}, {parts.max():g}]")
+            for k, hi in (("dp_U", 1.0), ("dp_V", 1.0), ("dp_x", DENSEPOSE_COORD_RANGE), ("dp_y", DENSEPOSE_COORD_RANGE)):
+                a = np.asarray(ann[k], dtype=np.float64)
+                if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > hi):
+                    raise DataFormatError(f"{where}: {k} must lie in [0, {hi:g}]; got range [{a.min():g}, {a.max():g}]")
+        if "keypoints" in ann and len(ann["keypoints"]) != 51:
+            raise DataFormatError(f"{where}: keypoints must be COCO's 17 x (x, y, v) = 51 numbers; "
+                                  f"got {len(ann['keypoints'])}")
+
+
+def load_densepose_json(path: PathLike) -> Dict:
+    """Read and validate a DensePose COCO-style json (see the module docstring); returns the dict."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"DensePose json not found: {path!r}")
+    with open(path, "r", encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{path}: not valid json ({e})") from None
+    validate_densepose(data, source=path)
+    return data

@@ -84,6 +84,33 @@ def _draw_mesh(ax, verts: np.ndarray, faces: np.ndarray, color, view: str) -> No
     ax.axis("off")
 
 
+def _mesh_views(meshes, faces: np.ndarray, colors, views, size=(280, 190), supersample: int = 2) -> list:
+    """Each mesh (V, 3) shaded by :func:`smplfast.render.overlay` on a white image, seen from the front
+    (along -z) or from its left side (along -x, screen x = -z), all framed alike from far away
+    (nearly orthographic); rendered ``supersample`` times larger and box-filtered for smooth edges."""
+    from PIL import Image
+
+    from .render import PerspectiveCamera, overlay
+
+    H, W = size
+    Hs, Ws = H * supersample, W * supersample
+    meshes = [torch.as_tensor(np.asarray(m), dtype=torch.float64) for m in meshes]
+    allv = torch.cat(meshes)
+    lo, hi = allv.min(0).values, allv.max(0).values
+    centre = 0.5 * (lo + hi)
+    ext = (hi - lo).clamp_min(1e-3)
+    dist = 20.0 * float(ext.max())
+    out = []
+    for v, color, view in zip(meshes, colors, views):
+        axis, width = ((0.0, 0.0, 1.0), ext[0]) if view == "front" else ((1.0, 0.0, 0.0), ext[2])
+        focal = 0.92 * dist * min(Hs / float(ext[1]), Ws / float(width))
+        cam = PerspectiveCamera.look_at(eye=centre + dist * torch.tensor(axis, dtype=torch.float64), target=centre,
+                                        focal=focal)
+        img = overlay(np.full((Hs, Ws, 3), 255, np.uint8), v, faces, cam, color=color, alpha=1.0)
+        out.append(np.asarray(Image.fromarray(img).resize((W, H), Image.BOX)))
+    return out
+
+
 def run_demo(out_dir: str = "demo_out", model_path: str | None = None, batch: int = 64, seed: int = 0) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(seed)
@@ -229,13 +256,16 @@ def _write_smplify_picture(out_dir: str, model: SMPL, res, keypoints_2d, count: 
         import matplotlib.pyplot as plt
     except ImportError:
         return ""
+    from .render import PerspectiveCamera, overlay
+
     count = min(count, res.pose.shape[0])
     fig, axes = plt.subplots(1, count, figsize=(3 * count, 3.2))
     axes = np.atleast_1d(axes)
+    white = np.full((224, 224, 3), 255, np.uint8)
     for i, ax in enumerate(axes):
-        X = res.vertices[i] + res.camera_translation[i]
-        screen = torch.cat([5000.0 * X[:, :2] / X[:, 2:] + 112.0, -X[:, 2:]], dim=1).numpy()
-        _draw_mesh(ax, screen, model.faces, (0.55, 0.7, 0.95), "front")
+        cam = PerspectiveCamera(translation=res.camera_translation[i].double(), focal=5000.0, center=(112.0, 112.0))
+        img = overlay(white, res.vertices[i], model.faces, cam, color=(0.55, 0.7, 0.95), alpha=1.0)
+        ax.imshow(img, extent=(0, 224, 224, 0))  # pixel (i, j) covers [j, j+1) x [i, i+1)
         J = res.joints[i] + res.camera_translation[i]
         fitted = (5000.0 * J[:, :2] / J[:, 2:] + 112.0).numpy()
         kp = keypoints_2d[i].numpy()
@@ -243,7 +273,6 @@ def _write_smplify_picture(out_dir: str, model: SMPL, res, keypoints_2d, count: 
         ax.scatter(fitted[25:, 0], fitted[25:, 1], s=14, c="r", marker="x", linewidths=0.8, label="fit")
         ax.set_xlim(0, 224)
         ax.set_ylim(224, 0)
-        ax.axis("on")
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].legend(loc="lower left", fontsize=7)
@@ -266,14 +295,13 @@ def _write_picture(out_dir: str, model: SMPL, target_verts: np.ndarray, fit_vert
         raise ImportError("the demo's picture needs matplotlib: pip install 'smplfast[viz]'") from exc
     faces = np.asarray(model.faces, dtype=np.int64)
     fig, axes = plt.subplots(1, 5, figsize=(17, 4.6), gridspec_kw=dict(width_ratios=[1, 1, 1, 1, 1.6]))
-    _draw_mesh(axes[0], target_verts, faces, (0.55, 0.65, 0.85), "front")
-    axes[0].set_title("target (front)")
-    _draw_mesh(axes[1], fit_verts, faces, (0.9, 0.6, 0.45), "front")
-    axes[1].set_title("fit (front)")
-    _draw_mesh(axes[2], target_verts, faces, (0.55, 0.65, 0.85), "side")
-    axes[2].set_title("target (side)")
-    _draw_mesh(axes[3], fit_verts, faces, (0.9, 0.6, 0.45), "side")
-    axes[3].set_title("fit (side)")
+    blue, orange = (0.55, 0.65, 0.85), (0.9, 0.6, 0.45)
+    images = _mesh_views([target_verts, fit_verts, target_verts, fit_verts], faces, [blue, orange, blue, orange],
+                         ["front", "front", "side", "side"])
+    for ax, img, title in zip(axes, images, ["target (front)", "fit (front)", "target (side)", "fit (side)"]):
+        ax.imshow(img)
+        ax.set_title(title)
+        ax.axis("off")
     ax = axes[4]
     ax.semilogy(np.arange(1, len(history) + 1), np.asarray(history) * 1e3, marker="o", ms=3)
     ax.set_xlabel("L-BFGS iteration")

@@ -36,7 +36,7 @@ __device__ __forceinline__ void depth_test(const RasterArgs& a, const Face& face
   double w[3], total;
   raster::edge_values(face, static_cast<double>(x) + 0.5, static_cast<double>(y) + 0.5, w);
   if (!raster::covers(face, w, &total)) return;
-  const uint64_t key = raster::depth_key(raster::div_rn(total, raster::inverse_depth_sum(face, w)), f);
+  const uint64_t key = raster::depth_key(div_rn(total, raster::inverse_depth_sum(face, w)), f);
   unsigned long long* slot =
       reinterpret_cast<unsigned long long*>(a.face_index + (b * a.height + y) * a.width + x);
   // Keys only decrease, so a stale read can only cost an extra atomic, never skip a needed one.

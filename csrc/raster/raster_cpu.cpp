@@ -47,7 +47,7 @@ void scan_band(const RasterArgs& a, const double* proj, int64_t b, int64_t r0, i
         double w[3], total;
         raster::edge_values(face, static_cast<double>(x) + 0.5, pv, w);
         if (!raster::covers(face, w, &total)) continue;
-        const uint64_t key = raster::depth_key(raster::div_rn(total, raster::inverse_depth_sum(face, w)), f);
+        const uint64_t key = raster::depth_key(div_rn(total, raster::inverse_depth_sum(face, w)), f);
         if (key < row[x]) row[x] = key;
       }
     }

@@ -1,13 +1,14 @@
 // Per-vertex, per-face and per-pixel maths of the rasterizer, shared by the CPU and CUDA kernels
-// (see raster.h for the rule). All arithmetic goes through the *_rn helpers: on the GPU they are the
-// round-to-nearest intrinsics, which nvcc never fuses into FMAs; the CPU file is compiled with
-// -ffp-contract=off. That keeps E(a, b, p) == -E(b, a, p) exactly and the results reproducible.
+// (see raster.h for the rule). All arithmetic goes through the *_rn helpers of common/exact_math.h
+// (never fused into FMAs; the CPU file is compiled with -ffp-contract=off). That keeps
+// E(a, b, p) == -E(b, a, p) exactly and the results reproducible.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "common/exact_math.h"
 #include "common/macros.h"
 
 namespace smplfast {
@@ -16,42 +17,6 @@ namespace raster {
 constexpr uint64_t kEmptyKey = ~uint64_t(0);
 
 using std::isfinite;
-
-SF_HD double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-SF_HD double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-SF_HD double sub_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-SF_HD double div_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-SF_HD float to_float_rn(double a) {
-#ifdef __CUDA_ARCH__
-  return __double2float_rn(a);
-#else
-  return static_cast<float>(a);
-#endif
-}
 
 // (u, v, Z, 1/Z) of one camera-space vertex.
 SF_HD void project_vertex(double X, double Y, double Z, double fx, double fy, double cx, double cy, double* out) {

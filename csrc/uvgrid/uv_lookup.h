@@ -35,6 +35,7 @@
 
 #include <cstdint>
 
+#include "common/exact_math.h"
 #include "common/macros.h"
 
 namespace smplfast {
@@ -75,36 +76,8 @@ void uv_lookup_segment_sum_cuda(DType dtype, const UvLookupArgs& a, int device, 
 
 namespace uvgrid {
 
-// Products and sums without fused multiply-add, so that nearest-cell distances (and their ties)
+// Nearest-cell distances use the *_rn helpers (common/exact_math.h), so that they and their ties
 // round as in the PyTorch reference on every device.
-SF_HD float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-SF_HD double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-SF_HD float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-SF_HD double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
 
 // The interpolation stencil of one point: four corner cells (flat i R + j within the part) with
 // their (renormalised) weights and the weights' derivatives w.r.t. u and v. `use[k]` is false for

@@ -168,6 +168,25 @@ class _AugmentedDataset(Dataset):
     seed: Optional[int]
     epoch: int
 
+    def _setup_npz(self, npz_path, img_dir, multiview: bool, is_train: bool, dataset_name: Optional[str],
+                   augmentation: AugmentationConfig, img_res: int, seed: Optional[int], ignore_3d: bool) -> None:
+        """Load and check an npz (SPIN or multi-view) and the options the npz datasets share."""
+        self.npz_path = os.fspath(npz_path)
+        self.dataset_name = dataset_name or os.path.splitext(os.path.basename(self.npz_path))[0]
+        self.data = load_spin_npz(self.npz_path, multiview=multiview)
+        self.img_dir = _check_img_dir(img_dir, self.dataset_name)
+        if not isinstance(augmentation, AugmentationConfig):
+            raise TypeError(f"augmentation must be an AugmentationConfig; got {type(augmentation).__name__}")
+        if int(img_res) <= 0:
+            raise ValueError(f"img_res must be > 0; got {img_res}")
+        self.is_train = bool(is_train)
+        self.augmentation = augmentation
+        self.img_res = int(img_res)
+        self.seed = seed
+        self.epoch = 0
+        self.ignore_3d = bool(ignore_3d)
+        self.has_calibration = "cam_rot" in self.data
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation draws :meth:`__getitem__` makes (with a seed)."""
         self.epoch = int(epoch)
@@ -216,22 +235,8 @@ class SPINDataset(_AugmentedDataset):
     def __init__(self, npz_path, img_dir, is_train: bool = True, *, dataset_name: Optional[str] = None,
                  augmentation: AugmentationConfig = SPIN_AUGMENTATION, img_res: int = 224,
                  seed: Optional[int] = None, ignore_3d: bool = False, load_masks: bool = False):
-        self.npz_path = os.fspath(npz_path)
-        self.dataset_name = dataset_name or os.path.splitext(os.path.basename(self.npz_path))[0]
-        self.data = load_spin_npz(self.npz_path, multiview=False)
-        self.img_dir = _check_img_dir(img_dir, self.dataset_name)
-        if not isinstance(augmentation, AugmentationConfig):
-            raise TypeError(f"augmentation must be an AugmentationConfig; got {type(augmentation).__name__}")
-        if int(img_res) <= 0:
-            raise ValueError(f"img_res must be > 0; got {img_res}")
-        self.is_train = bool(is_train)
-        self.augmentation = augmentation
-        self.img_res = int(img_res)
-        self.seed = seed
-        self.epoch = 0
-        self.ignore_3d = bool(ignore_3d)
+        self._setup_npz(npz_path, img_dir, False, is_train, dataset_name, augmentation, img_res, seed, ignore_3d)
         self.load_masks = bool(load_masks)
-        self.has_calibration = "cam_rot" in self.data
         if self.load_masks and "maskname" not in self.data["present"]:
             raise ValueError(f"{self.dataset_name}: load_masks=True but {self.npz_path} has no 'maskname' key")
 
@@ -299,25 +304,13 @@ class MultiViewDataset(_AugmentedDataset):
                  augmentation: AugmentationConfig = SPIN_AUGMENTATION, img_res: int = 224,
                  seed: Optional[int] = None, ignore_3d: bool = False, views: Optional[Sequence[int]] = None,
                  independent_views: bool = True):
-        self.npz_path = os.fspath(npz_path)
-        self.dataset_name = dataset_name or os.path.splitext(os.path.basename(self.npz_path))[0]
-        self.data = load_spin_npz(self.npz_path, multiview=True)
-        self.img_dir = _check_img_dir(img_dir, self.dataset_name)
-        if not isinstance(augmentation, AugmentationConfig):
-            raise TypeError(f"augmentation must be an AugmentationConfig; got {type(augmentation).__name__}")
+        self._setup_npz(npz_path, img_dir, True, is_train, dataset_name, augmentation, img_res, seed, ignore_3d)
         nv = self.data["imgname"].shape[1]
         self.views = list(range(nv)) if views is None else [int(v) for v in views]
         bad = [v for v in self.views if not 0 <= v < nv]
         if bad or not self.views:
             raise ValueError(f"{self.dataset_name}: views must be non-empty indices into the file's {nv} views; got {views}")
-        self.is_train = bool(is_train)
-        self.augmentation = augmentation
-        self.img_res = int(img_res)
-        self.seed = seed
-        self.epoch = 0
-        self.ignore_3d = bool(ignore_3d)
         self.independent_views = bool(independent_views)
-        self.has_calibration = "cam_rot" in self.data
 
     def __len__(self) -> int:
         return int(self.data["imgname"].shape[0])

@@ -26,11 +26,13 @@ from smplfast.data.augment import (
 )
 from smplfast.data.crop import bbox_to_center_scale, crop_matrix, normalize_points, transform_points, warp_image
 from smplfast.data.datasets import DensePoseDataset, MixedDataset, MultiViewDataset, SPINDataset
+from smplfast.data.crop_cache import CropCacheError, build_crop_cache, load_crop_cache
 from smplfast.data.formats import DataFormatError, load_spin_npz
 
 RES = 224
 PERM49 = np.asarray(flip_permutation("spin_49"))
 PERM24 = np.asarray(flip_permutation("spin_24"))
+PERM_SMPL = np.asarray(flip_permutation("smpl_24"))
 # Marker keypoints drawn as dots, one per colour channel: (slot in the 49 keypoints, channel).
 MARKERS = ((0, 0), (25 + 0, 1), (25 + 9, 2))  # nose (OpenPose), right ankle, left shoulder
 
@@ -346,7 +348,11 @@ def test_spin_missing_optional_keys(tmp_path):
     assert not bool(item["has_smpl"]) and not bool(item["has_pose_3d"])
     assert torch.all(item["pose"] == 0) and torch.all(item["betas"] == 0) and torch.all(item["pose_3d"] == 0)
     assert torch.all(item["keypoints"][:25, 2] == 0) and item["gender"].item() == -1
-    assert item["maskname"] == "" and item["partname"] == ""
+    assert item["maskname"] == "" and item["partname"] == "" and item["iuvname"] == ""
+    # The newer optional keys: zeros and a False flag.
+    for key in ("keypoints_gt", "smpl_joints_2d", "smpl_joints_2d_gt", "smpl_joints_3d"):
+        assert torch.all(item[key] == 0) and not bool(item["has_" + key]), key
+    assert item["pose_family"].item() == -1 and set(item) == set(ds.item_keys)
 
 
 def test_spin_masks(tmp_path):
@@ -673,3 +679,308 @@ def test_load_spin_npz_fills_defaults(spin_files, tmp_path):
     # pose without has_smpl: all valid (SPIN's rule).
     d = load_spin_npz(_write_npz(tmp_path / "p.npz", {k: a[k] for k in ("imgname", "center", "scale", "pose", "shape")}))
     assert np.all(d["has_smpl"] == 1)
+
+
+# ------------------------------------------------------------------------------------------ newer keys
+def _skeleton_keys(rng, a, lead):
+    """Annotated / exact SMPL joints, exact 2D keypoints and 3D joints for the arrays ``a``."""
+    gt = np.concatenate([rng.uniform(50, 250, size=lead + (24, 2)), rng.integers(0, 2, lead + (24, 1))], -1)
+    noisy = gt.copy()
+    noisy[..., :2] += rng.normal(size=lead + (24, 2)) * 2.0
+    return dict(smpl_joints_2d=noisy, smpl_joints_2d_gt=gt,
+                smpl_joints_3d=rng.normal(size=lead + (24, 3)) * 0.3 + [0.0, 0.0, 4.0],
+                part_gt=a["part"] + [0.5, -0.25, 0.0], openpose_gt=a["openpose"] + [-0.5, 0.25, 0.0])
+
+
+def test_new_keys_read_and_checked(spin_files, tmp_path):
+    _, img_dir, a = spin_files
+    rng = np.random.default_rng(8)
+    b = dict(a, **_skeleton_keys(rng, a, (8,)), has_pose_3d=np.ones(8), pose_family=np.arange(8),
+             world_transl=rng.normal(size=(8, 3)), world_orient=rng.normal(size=(8, 3)),
+             iuvname=np.array([f"iuv/{i}.png" for i in range(8)]))
+    d = load_spin_npz(_write_npz(tmp_path / "full.npz", b))
+    for key, tail in (("part_gt", (24, 3)), ("openpose_gt", (25, 3)), ("smpl_joints_2d", (24, 3)),
+                      ("smpl_joints_2d_gt", (24, 3)), ("smpl_joints_3d", (24, 3)), ("has_pose_3d", ()),
+                      ("pose_family", ()), ("world_transl", (3,)), ("iuvname", ())):
+        assert d[key].shape == (8,) + tail, key
+        assert key in d["present"]
+    assert d["pose_family"].dtype == np.int64 and d["iuvname"][3] == "iuv/3.png"
+    np.testing.assert_allclose(d["smpl_joints_3d"], b["smpl_joints_3d"], atol=1e-6)
+    # A wrong shape names the key.
+    for key, bad in (("part_gt", b["part_gt"][:, :23]), ("openpose_gt", b["openpose_gt"][:, :24]),
+                     ("smpl_joints_2d", b["smpl_joints_2d"][..., :2]),
+                     ("smpl_joints_2d_gt", b["smpl_joints_2d_gt"][:7]),
+                     ("smpl_joints_3d", np.zeros((8, 24, 4))), ("has_pose_3d", np.ones((8, 1))),
+                     ("pose_family", np.zeros((8, 2), int)), ("iuvname", b["iuvname"][:, None])):
+        with pytest.raises(DataFormatError, match=rf"bad_{key}\.npz: key '{key}' must have shape"):
+            load_spin_npz(_write_npz(tmp_path / f"bad_{key}.npz", dict(b, **{key: bad})))
+    with pytest.raises(DataFormatError, match=r"'pose_family' must lie in -1 \.\. 8.*\[2\]"):
+        load_spin_npz(_write_npz(tmp_path / "fam.npz", dict(b, pose_family=np.where(np.arange(8) == 2, 9, 0))))
+    with pytest.raises(DataFormatError, match="'pose_family' must hold integers"):
+        load_spin_npz(_write_npz(tmp_path / "famf.npz", dict(b, pose_family=np.full(8, 0.5))))
+    with pytest.raises(DataFormatError, match="'has_pose_3d' is present without 'S'"):
+        load_spin_npz(_write_npz(tmp_path / "nos.npz", {k: v for k, v in b.items() if k != "S"}))
+    with pytest.raises(DataFormatError, match="'iuvname' must hold strings"):
+        load_spin_npz(_write_npz(tmp_path / "iuvnum.npz", dict(b, iuvname=np.zeros(8))))
+    # Multi-view: per-view keys carry the view axis, per-person keys do not.
+    mv = {k: (v if k in ("pose_family", "world_transl", "world_orient") else np.stack([v, v], 1)) for k, v in b.items()}
+    d = load_spin_npz(_write_npz(tmp_path / "mv.npz", mv), multiview=True)
+    assert d["pose_family"].shape == (8,) and d["world_transl"].shape == (8, 3)
+    assert d["smpl_joints_2d"].shape == (8, 2, 24, 3) and d["has_pose_3d"].shape == (8, 2)
+    with pytest.raises(DataFormatError, match=r"'pose_family' must have shape \(N,\) \(one entry per person, no view "
+                                              r"axis\) = \(8,\); got \(8, 2\)"):
+        load_spin_npz(_write_npz(tmp_path / "mvfam.npz", dict(mv, pose_family=np.stack([b["pose_family"]] * 2, 1))),
+                      multiview=True)
+    with pytest.raises(DataFormatError, match=r"'smpl_joints_3d' must have shape \(N, V, 24, 3\)"):
+        load_spin_npz(_write_npz(tmp_path / "mvsj.npz", dict(mv, smpl_joints_3d=b["smpl_joints_3d"])), multiview=True)
+
+
+def test_has_pose_3d_from_file(spin_files, tmp_path):
+    _, img_dir, a = spin_files
+    rng = np.random.default_rng(9)
+    hp = (np.arange(8) % 2).astype(np.float64)  # wild-style samples: S kept for evaluation, not for training
+    b = dict(a, **_skeleton_keys(rng, a, (8,)), has_pose_3d=hp)
+    path = _write_npz(tmp_path / "wild.npz", b)
+    ds = SPINDataset(path, img_dir, is_train=False)
+    for i in range(8):
+        item = ds[i]
+        assert bool(item["has_pose_3d"]) == bool(hp[i]) == bool(item["has_smpl_joints_3d"])
+        np.testing.assert_allclose(item["pose_3d"].numpy(), a["S"][i], atol=1e-6)  # still there for evaluation
+        np.testing.assert_allclose(item["smpl_joints_3d"].numpy(), b["smpl_joints_3d"][i], atol=1e-6)
+    item = SPINDataset(path, img_dir, is_train=False, ignore_3d=True)[1]
+    assert not bool(item["has_pose_3d"]) and not bool(item["has_smpl_joints_3d"]) and not bool(item["has_smpl"])
+    # Without the key: SPIN's rule (1 where S is present).
+    assert bool(SPINDataset(_write_npz(tmp_path / "spin.npz", dict(a, **_skeleton_keys(rng, a, (8,)))), img_dir,
+                            is_train=False)[0]["has_smpl_joints_3d"])
+
+
+@pytest.mark.parametrize("rot,scale", [(0.0, 1.0), (0.7, 0.8), (-1.0, 1.2)])
+def test_skeleton_joints_follow_augmentation(spin_files, tmp_path, rot, scale):
+    _, img_dir, a = spin_files
+    b = dict(a, **_skeleton_keys(np.random.default_rng(10), a, (8,)))
+    ds = SPINDataset(_write_npz(tmp_path / "skel.npz", b), img_dir, seed=0)
+    for i in range(3):
+        items = {}
+        for flip in (False, True):
+            ds.augmentation_params = lambda k: AugmentationParams(flip=flip, rot=rot, scale=scale)
+            items[flip] = item = ds[i]
+            M = crop_matrix(a["center"][i], a["scale"][i] * scale, RES, rot, flip)
+            for key in ("smpl_joints_2d", "smpl_joints_2d_gt"):
+                want = normalize_points(transform_points(b[key][i], M), RES)
+                np.testing.assert_allclose(item[key].numpy(), want[PERM_SMPL] if flip else want, atol=1e-5)
+                assert bool(item["has_" + key])
+            gt = normalize_points(transform_points(np.concatenate([b["openpose_gt"][i], b["part_gt"][i]]), M), RES)
+            np.testing.assert_allclose(item["keypoints_gt"].numpy(), gt[PERM49] if flip else gt, atol=1e-5)
+            np.testing.assert_allclose(item["smpl_joints_3d"].numpy(),
+                                       augment_joints_3d(b["smpl_joints_3d"][i], rot, flip, "smpl_24"), atol=1e-5)
+            assert bool(item["has_keypoints_gt"]) and bool(item["has_smpl_joints_3d"])
+        # The flipped item is the mirrored unflipped one, relabelled with smpl_24's flip permutation.
+        for key in ("smpl_joints_2d", "smpl_joints_2d_gt"):
+            mirrored = items[False][key].numpy()[PERM_SMPL] * [-1.0, 1.0, 1.0]
+            np.testing.assert_allclose(items[True][key].numpy(), mirrored, atol=1e-5)
+        mirrored = items[False]["smpl_joints_3d"].numpy()[PERM_SMPL] * [-1.0, 1.0, 1.0]
+        np.testing.assert_allclose(items[True]["smpl_joints_3d"].numpy(), mirrored, atol=1e-5)
+    # Only one of the exact 2D keys: the other's rows are zero.
+    only = SPINDataset(_write_npz(tmp_path / "op_gt.npz", {k: v for k, v in b.items() if k != "part_gt"}), img_dir,
+                       is_train=False)[0]
+    assert bool(only["has_keypoints_gt"]) and torch.all(only["keypoints_gt"][25:] == 0)
+    assert torch.all(only["keypoints_gt"][:25, 2] == torch.as_tensor(b["openpose_gt"][0, :, 2], dtype=torch.float32))
+
+
+def test_multiview_skeleton_joints_follow_calibration(mv_files, tmp_path):
+    """SMPL joints given in each camera frame and projected: after any augmentation the item's
+    smpl_joints_3d are cam_rot X' + cam_transl and project with cam_K onto smpl_joints_2d."""
+    path, img_dir, a, world = mv_files
+    n, V = a["imgname"].shape
+    sj3d = np.einsum("nvij,nkj->nvki", a["cam_rot"], world) + a["cam_transl"][:, :, None]
+    uv = a["cam_focal"][:, :, None] * sj3d[..., :2] / sj3d[..., 2:] + a["cam_center"][:, :, None]
+    sj2d = np.concatenate([uv, np.ones((n, V, 24, 1))], -1)
+    b = dict(a, smpl_joints_3d=sj3d, smpl_joints_2d=sj2d, smpl_joints_2d_gt=sj2d, pose_family=np.array([3, 5]))
+    ds = MultiViewDataset(_write_npz(tmp_path / "mv_skel.npz", b), img_dir, seed=4,
+                          augmentation=AugmentationConfig(rot_zero_prob=0.0))
+    flips = set()
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(n):
+            item = ds[i]
+            assert item["pose_family"].shape == () and item["pose_family"].item() == b["pose_family"][i]
+            assert item["smpl_joints_2d"].shape == (V, 24, 3) and item["has_smpl_joints_3d"].shape == (V,)
+            flipped = bool(item["is_flipped"])
+            flips.add(flipped)
+            Xw = world * [-1.0, 1.0, 1.0] if flipped else world
+            Xw = Xw[i][PERM_SMPL] if flipped else Xw[i]
+            for v in range(V):
+                K, R, t = (item[k][v].double().numpy() for k in ("cam_K", "cam_rot", "cam_transl"))
+                Xc = Xw @ R.T + t
+                np.testing.assert_allclose(item["smpl_joints_3d"][v].numpy(), Xc, atol=1e-4)
+                p = Xc @ K.T
+                np.testing.assert_allclose((item["smpl_joints_2d"][v, :, :2].double().numpy() + 1) * RES / 2,
+                                           p[:, :2] / p[:, 2:], atol=2e-3)
+    assert flips == {True, False}
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["pose_family"].shape == (2,) and batch["smpl_joints_3d"].shape == (2, V, 24, 3)
+
+
+# ------------------------------------------------------------------------------------------ IUV crops
+@pytest.fixture(scope="module")
+def synth_files(tmp_path_factory):
+    """A tiny set from the synthetic data engine (4 people x 2 views, 96 px), and its single-view npz."""
+    from smplfast.data import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    s = generate(out, num=4, views=2, size=96, workers=1, progress=False, densepose_points=0)
+    with np.load(s.npz, allow_pickle=False) as z:
+        mv = {k: z[k] for k in z.files}
+    n, V = mv["imgname"].shape
+    single = {k: (np.repeat(v, V, 0) if v.shape[:2] != (n, V) else v.reshape((n * V,) + v.shape[2:]))
+              for k, v in mv.items()}
+    return out, s.npz, _write_npz(out / "single.npz", single)
+
+
+def test_iuv_crop_aligns_with_image(synth_files):
+    out, _, single = synth_files
+    aug = AugmentationConfig(flip_prob=0.0, rot_zero_prob=0.0)
+    ds = SPINDataset(single, out, seed=3, img_res=64, augmentation=aug, load_iuv=True, load_masks=True)
+    d = load_spin_npz(single)
+    key = "part_gt" if "part_gt" in d["present"] else "part"  # exact projections when the file has them
+    hits, iou = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        assert set(item) == set(ds.item_keys) and float(item["rot_angle"]) != 0
+        iuv = item["iuv"]
+        assert iuv.shape == (3, 64, 64) and iuv.dtype == torch.float32
+        I = iuv[0].numpy()
+        assert np.all(I == np.round(I)) and I.max() <= 24 and iuv[1:].max() <= 1
+        M = crop_matrix(d["center"][i], float(item["scale"]), 64, float(item["rot_angle"]))
+        q = transform_points(d[key][i], M)
+        for (x, y), vis in zip(q[:, :2], q[:, 2]):
+            if vis > 0 and 0 <= x < 64 and 0 <= y < 64:
+                hits.append(I[int(y), int(x)] > 0)
+        # The IUV foreground is the silhouette, warped with the same matrix.
+        fg, m = I > 0, item["mask"].numpy()
+        iou.append((fg & m).sum() / max(1, (fg | m).sum()))
+    assert len(hits) > 50 and np.mean(hits) > 0.8, np.mean(hits)
+    assert np.mean(iou) > 0.9, iou
+
+
+def test_synthetic_skeleton_follows_crop_camera(synth_files):
+    """On the engine's files: the item's smpl_joints_3d project with cam_K onto smpl_joints_2d_gt."""
+    out, mv_npz, _ = synth_files
+    ds = MultiViewDataset(mv_npz, out, seed=2, img_res=64, augmentation=AugmentationConfig(rot_zero_prob=0.0))
+    if "smpl_joints_3d" not in ds.present or "smpl_joints_2d_gt" not in ds.present:
+        pytest.skip("the engine's files carry no skeleton joints")
+    for i in range(len(ds)):
+        item = ds[i]
+        for v in range(ds.num_views):
+            X = item["smpl_joints_3d"][v].double().numpy()
+            p = X @ item["cam_K"][v].double().numpy().T
+            q = item["smpl_joints_2d_gt"][v].double().numpy()
+            vis = q[:, 2] > 0
+            np.testing.assert_allclose(p[vis, :2] / p[vis, 2:], (q[vis, :2] + 1) * 64 / 2, atol=1e-2)
+
+
+def test_iuv_options_and_multiview(synth_files, spin_files):
+    out, mv_npz, single = synth_files
+    with pytest.raises(ValueError, match=r"load_iuv=True.*flip.*chart symmetry.*flip_prob=0\.0"):
+        SPINDataset(single, out, load_iuv=True)  # SPIN's augmentation flips with p = 0.5
+    with pytest.raises(ValueError, match="flip_prob"):
+        MultiViewDataset(mv_npz, out, load_iuv=True)
+    SPINDataset(single, out, is_train=False, load_iuv=True)  # no augmentation: nothing to mirror
+    path, img_dir, _ = spin_files
+    with pytest.raises(ValueError, match="no 'iuvname' key"):
+        SPINDataset(path, img_dir, is_train=False, load_iuv=True)
+    ds = MultiViewDataset(mv_npz, out, is_train=False, load_iuv=True, views=[1], img_res=48)
+    item = ds[0]
+    assert item["iuv"].shape == (1, 3, 48, 48) and set(item) == set(ds.item_keys)
+    np.testing.assert_array_equal(item["iuv"][0].numpy(),
+                                  SPINDataset(single, out, is_train=False, load_iuv=True, img_res=48)[1]["iuv"].numpy())
+
+
+# ------------------------------------------------------------------------------------------ crop cache
+def _items_equal(x, y, skip=()):
+    assert set(x) == set(y)
+    for k in x:
+        if k in skip:
+            continue
+        if torch.is_tensor(x[k]):
+            assert torch.equal(x[k], y[k]), k
+        else:
+            assert x[k] == y[k], k
+
+
+def test_crop_cache_items_match(spin_files, tmp_path):
+    path, img_dir, a = spin_files
+    b = dict(a, **_skeleton_keys(np.random.default_rng(12), a, (8,)))
+    npz = _write_npz(tmp_path / "c.npz", b)
+    plain = SPINDataset(npz, img_dir, is_train=False)
+    cache = build_crop_cache(plain, tmp_path / "cache")
+    assert cache.crops.shape == (8, RES, RES, 3) and cache.crops.dtype == np.uint8
+    assert sorted(os.listdir(tmp_path)) == ["c.npz", "cache"]  # nothing temporary left behind
+    cached = SPINDataset(npz, img_dir, is_train=False, crop_cache=tmp_path / "cache")
+    assert cached.crop_cache_path == str(tmp_path / "cache") and plain.crop_cache_path is None
+    for i in range(8):
+        x = plain[i]
+        _items_equal(x, cached[i])
+        # The stored keypoints are the crop's pixels.
+        np.testing.assert_allclose(normalize_points(cache.keypoints[i], RES), x["keypoints"].numpy(), atol=1e-5)
+        np.testing.assert_array_equal(cache.orig_shape[i], x["orig_shape"].numpy())
+    # Training: flip and gain drawn as usual, no rotation or rescale.
+    train = SPINDataset(npz, img_dir, seed=5, crop_cache=tmp_path / "cache")
+    ref = SPINDataset(npz, img_dir, seed=5)
+    flips = set()
+    for i in range(8):
+        aug = train.augmentation_params(i)
+        full = ref.augmentation_params(i)
+        assert aug.rot == 0 and aug.scale == 1 and aug.flip == full.flip
+        np.testing.assert_array_equal(aug.pixel_noise, full.pixel_noise)
+        flips.add(aug.flip)
+        ref.augmentation_params = lambda k: aug
+        x, y = ref[i], train[i]
+        _items_equal(x, y, skip=("img",))
+        diff = (x["img"] - y["img"]).abs()  # a mirrored crop vs. a crop taken mirrored: rounding only
+        assert diff.max() < 0.05 and (diff > 1e-6).float().mean() < 0.01
+        _check_markers(y)
+    assert flips == {True, False}
+
+
+def test_crop_cache_refuses_other_settings(spin_files, tmp_path):
+    path, img_dir, a = spin_files
+    ds = SPINDataset(path, img_dir, is_train=False, img_res=64)
+    cdir = tmp_path / "cache64"
+    build_crop_cache(ds, cdir)
+    stamp = os.path.getmtime(cdir / "crops.npy")
+    assert build_crop_cache(ds, cdir).res == 64 and os.path.getmtime(cdir / "crops.npy") == stamp  # reused
+    with pytest.raises(CropCacheError, match=r"made at res 64.*img_res 224.*img_res=64"):
+        SPINDataset(path, img_dir, crop_cache=cdir)
+    small = _write_npz(tmp_path / "small.npz", {k: v[:4] for k, v in a.items()})
+    with pytest.raises(CropCacheError, match=r"shape \(8,\).*has \(4,\)"):
+        SPINDataset(small, img_dir, img_res=64, crop_cache=cdir)
+    moved = _write_npz(tmp_path / "moved.npz", dict(a, center=a["center"] + [3.0, 0.0]))
+    with pytest.raises(CropCacheError, match="made from other data"):
+        SPINDataset(moved, img_dir, img_res=64, crop_cache=cdir)
+    with pytest.raises(CropCacheError, match="not found"):
+        SPINDataset(path, img_dir, img_res=64, crop_cache=tmp_path / "none")
+    # Building over a cache of other settings needs overwrite, and then replaces it whole.
+    dm = SPINDataset(moved, img_dir, is_train=False, img_res=64)
+    with pytest.raises(CropCacheError, match="overwrite=True"):
+        build_crop_cache(dm, cdir)
+    build_crop_cache(dm, cdir, overwrite=True)
+    _items_equal(SPINDataset(moved, img_dir, is_train=False, img_res=64, crop_cache=cdir)[2], dm[2])
+    assert sorted(os.listdir(tmp_path)) == ["cache64", "moved.npz", "small.npz"]
+    # Pickling (DataLoader workers) does not copy the crops.
+    import pickle
+
+    c = load_crop_cache(cdir)
+    c.crops
+    assert len(pickle.dumps(c)) < c.crops.nbytes / 4
+
+
+def test_crop_cache_multiview(mv_files, tmp_path):
+    path, img_dir, _, _ = mv_files
+    ds = MultiViewDataset(path, img_dir, is_train=False, views=[2, 0], img_res=64)
+    build_crop_cache(ds, tmp_path / "mv_cache")
+    cached = MultiViewDataset(path, img_dir, is_train=False, views=[2, 0], img_res=64, crop_cache=tmp_path / "mv_cache")
+    for i in range(2):
+        _items_equal(ds[i], cached[i])
+    train = MultiViewDataset(path, img_dir, seed=0, img_res=64, crop_cache=tmp_path / "mv_cache")
+    assert torch.all(train[0]["rot_angle"] == 0)

@@ -10,10 +10,12 @@
 Augmentation is random per item; with a ``seed`` it is a function of (seed, epoch, index) only
 (:meth:`set_epoch`), so any worker split of a DataLoader gives the same batches. Formats:
 :mod:`smplfast.data.formats`; crop maths: :mod:`smplfast.data.crop`; augmentation:
-:mod:`smplfast.data.augment`; usage: docs/DATASETS.md.
+:mod:`smplfast.data.augment`; pre-cropped images: :mod:`smplfast.data.crop_cache`; usage:
+docs/DATASETS.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +37,7 @@ from .augment import (
     sample_augmentation,
 )
 from .crop import bbox_to_center_scale, crop_matrix, normalize_points, rotation_z, transform_points, warp_image
+from .crop_cache import CropCache, load_crop_cache
 from .formats import (
     DENSEPOSE_COORD_RANGE,
     GENDER_CODES,
@@ -46,12 +49,16 @@ from .formats import (
 __all__ = ["SPINDataset", "MultiViewDataset", "DensePoseDataset", "MixedDataset", "SPIN_ITEM_KEYS"]
 
 _FLIP_49 = np.asarray(flip_permutation("spin_49"))
+_FLIP_SMPL_24 = np.asarray(flip_permutation("smpl_24"))
 _MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 
-#: Keys of a :class:`SPINDataset` item (``mask`` is added with ``load_masks=True``).
+#: Keys of a :class:`SPINDataset` item (``mask`` is added with ``load_masks=True``, ``iuv`` with
+#: ``load_iuv=True``); a :class:`MultiViewDataset` item has the same keys.
 SPIN_ITEM_KEYS: Tuple[str, ...] = (
-    "img", "pose", "betas", "keypoints", "pose_3d", "has_smpl", "has_pose_3d", "scale", "center", "orig_shape",
-    "is_flipped", "rot_angle", "gender", "sample_index", "dataset_name", "imgname", "maskname", "partname",
+    "img", "pose", "betas", "keypoints", "keypoints_gt", "has_keypoints_gt", "smpl_joints_2d", "has_smpl_joints_2d",
+    "smpl_joints_2d_gt", "has_smpl_joints_2d_gt", "smpl_joints_3d", "has_smpl_joints_3d", "pose_3d", "has_smpl",
+    "has_pose_3d", "scale", "center", "orig_shape", "is_flipped", "rot_angle", "gender", "pose_family",
+    "sample_index", "dataset_name", "imgname", "maskname", "partname", "iuvname",
     "cam_K", "cam_rot", "cam_transl", "has_calibration",
 )
 
@@ -83,6 +90,35 @@ def _load_mask(path: str, M: np.ndarray, res: int, index: int, dataset_name: str
     return torch.from_numpy(out > thr)
 
 
+def _load_iuv(path: str, M: np.ndarray, res: int, index: int, dataset_name: str,
+              image_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """IUV PNG warped into the crop with nearest sampling: float32 (3, res, res) = I (0 = background,
+    1..24), U, V in [0, 1]. ``image_size`` (W, H), when given, must be the IUV image's size."""
+    iuv_img = _open_image(path, index, dataset_name + " (IUV)")
+    if image_size is not None and iuv_img.size != tuple(image_size):
+        raise ValueError(f"{dataset_name}: IUV image {path!r} (sample index {index}) is "
+                         f"{iuv_img.width}x{iuv_img.height}; the image is {image_size[0]}x{image_size[1]}")
+    iuv = np.asarray(warp_image(iuv_img, M, res, resample="nearest", fill=0)).astype(np.float32)
+    iuv[..., 1:] /= 255.0
+    return torch.from_numpy(np.ascontiguousarray(iuv.transpose(2, 0, 1)))
+
+
+def _iuv_flip_error(dataset_name: str, flip_prob: float) -> ValueError:
+    return ValueError(
+        f"{dataset_name}: load_iuv=True cannot be combined with flip augmentation (flip_prob={flip_prob}): mirroring "
+        "an IUV image needs a chart symmetry map taking each (I, U, V) to the mirrored surface point, which the "
+        "bundled DensePose charts do not have. Turn flips off with "
+        "augmentation=dataclasses.replace(augmentation, flip_prob=0.0), or use is_train=False")
+
+
+def _crop_points(points: np.ndarray, M: np.ndarray, res: int, perm: Optional[np.ndarray]) -> np.ndarray:
+    """Original-image (x, y, conf) points -> normalised crop coordinates, relabelled by ``perm`` (flip)."""
+    q = transform_points(np.asarray(points, dtype=np.float64), M)
+    if perm is not None:
+        q = q[perm]
+    return normalize_points(q, res)
+
+
 def _crop_calibration(M: np.ndarray, aug: AugmentationParams, cam: Optional[Dict[str, np.ndarray]]):
     """The camera of one view expressed for the augmented crop.
 
@@ -103,62 +139,98 @@ def _crop_calibration(M: np.ndarray, aug: AugmentationParams, cam: Optional[Dict
     return K_crop, R_new, t_new
 
 
-def _crop_view(data: Dict[str, np.ndarray], idx: tuple, aug: AugmentationParams, *, img_dir: str, res: int,
-               index: int, dataset_name: str, ignore_3d: bool, load_masks: bool, has_cal: bool,
-               has_pose_key: bool) -> dict:
-    """Crop one view (``idx`` = (n,) or (n, v) into the arrays) and transform all of its labels."""
+def _crop_view(ds: "_AugmentedDataset", idx: tuple, aug: AugmentationParams, *, index: int,
+               load_masks: bool) -> dict:
+    """Crop one view (``idx`` = (n,) or (n, v) into the arrays of ``ds.data``) and transform all of its labels."""
+    data, present, res, name = ds.data, ds.present, ds.img_res, ds.dataset_name
     center = data["center"][idx].astype(np.float64)
     scale = float(data["scale"][idx]) * aug.scale
     M = crop_matrix(center, scale, res, aug.rot, aug.flip)
 
-    imgname = os.path.join(img_dir, str(data["imgname"][idx]))
-    image = _open_image(imgname, index, dataset_name)
-    orig_shape = (image.height, image.width)
-    crop = np.asarray(warp_image(image, M, res))
+    imgname = os.path.join(ds.img_dir, str(data["imgname"][idx]))
+    cache: Optional[CropCache] = ds.crop_cache
+    if cache is not None:
+        if aug.rot != 0.0 or aug.scale != 1.0:
+            raise ValueError(f"{name}: a crop-cache item cannot be rotated or rescaled (sample index {index}: "
+                             f"rot={aug.rot}, scale={aug.scale})")
+        crop = cache.image(idx)
+        if aug.flip:  # the flipped crop matrix maps pixel column j to column res - 1 - j
+            crop = crop[:, ::-1]
+        orig_shape = tuple(int(x) for x in cache.orig_shape[idx])
+    else:
+        image = _open_image(imgname, index, name)
+        orig_shape = (image.height, image.width)
+        crop = np.asarray(warp_image(image, M, res))
     img = image_to_tensor(crop, aug.pixel_noise)
 
-    kps = np.concatenate([data["openpose"][idx], data["part"][idx]], axis=0).astype(np.float64)
-    kps = transform_points(kps, M)
-    if aug.flip:
-        kps = kps[_FLIP_49]
-    kps = normalize_points(kps, res)
+    perm49 = _FLIP_49 if aug.flip else None
+    perm24 = _FLIP_SMPL_24 if aug.flip else None
+    kps = _crop_points(np.concatenate([data["openpose"][idx], data["part"][idx]], axis=0), M, res, perm49)
+    # Ground-truth keypoints: rows of an absent key stay exactly zero.
+    gt_rows = np.repeat(["openpose_gt" in present, "part_gt" in present], [25, 24])
+    kps_gt = _crop_points(np.concatenate([data["openpose_gt"][idx], data["part_gt"][idx]], axis=0), M, res, perm49)
+    kps_gt[~(gt_rows if perm49 is None else gt_rows[perm49])] = 0.0
+    sj2d, sj2d_gt = (_crop_points(data[k][idx], M, res, perm24) if k in present else np.zeros((24, 3))
+                     for k in ("smpl_joints_2d", "smpl_joints_2d_gt"))
 
     pose = data["pose"][idx].astype(np.float64)
-    if has_pose_key:  # an absent pose stays all zeros
+    if "pose" in present:  # an absent pose stays all zeros
         pose = augment_smpl_pose(pose, aug.rot, aug.flip)
     pose_3d = augment_joints_3d(data["S"][idx].astype(np.float64), aug.rot, aug.flip, "spin_24")
-    has_smpl = float(data["has_smpl"][idx]) > 0 and not ignore_3d
-    has_pose_3d = float(data["has_pose_3d"][idx]) > 0 and not ignore_3d
+    sj3d = augment_joints_3d(data["smpl_joints_3d"][idx].astype(np.float64), aug.rot, aug.flip, "smpl_24")
+    has_smpl = float(data["has_smpl"][idx]) > 0 and not ds.ignore_3d
+    has_pose_3d = float(data["has_pose_3d"][idx]) > 0 and not ds.ignore_3d
+    # The file's has_pose_3d also marks whether the skeleton's 3D joints may be trained on.
+    usable_3d = (float(data["has_pose_3d"][idx]) > 0 if "has_pose_3d" in present else True) and not ds.ignore_3d
 
-    cam = {k: data[k][idx] for k in ("cam_rot", "cam_transl", "cam_focal", "cam_center")} if has_cal else None
+    cam = ({k: data[k][idx] for k in ("cam_rot", "cam_transl", "cam_focal", "cam_center")}
+           if ds.has_calibration else None)
     K_crop, R_new, t_new = _crop_calibration(M, aug, cam)
 
-    maskname = str(data["maskname"][idx])
-    partname = str(data["partname"][idx])
+    maskname, partname, iuvname = (str(data[k][idx]) for k in ("maskname", "partname", "iuvname"))
+
+    def f32(a):
+        return torch.from_numpy(np.asarray(a, dtype=np.float32))
+
     item = {
         "img": img,
-        "pose": torch.from_numpy(pose.astype(np.float32)),
-        "betas": torch.from_numpy(data["shape"][idx].astype(np.float32)),
-        "keypoints": torch.from_numpy(kps.astype(np.float32)),
-        "pose_3d": torch.from_numpy(pose_3d.astype(np.float32)),
+        "pose": f32(pose),
+        "betas": f32(data["shape"][idx]),
+        "keypoints": f32(kps),
+        "keypoints_gt": f32(kps_gt),
+        "has_keypoints_gt": torch.tensor(bool(gt_rows.any())),
+        "smpl_joints_2d": f32(sj2d),
+        "has_smpl_joints_2d": torch.tensor("smpl_joints_2d" in present),
+        "smpl_joints_2d_gt": f32(sj2d_gt),
+        "has_smpl_joints_2d_gt": torch.tensor("smpl_joints_2d_gt" in present),
+        "smpl_joints_3d": f32(sj3d),
+        "has_smpl_joints_3d": torch.tensor("smpl_joints_3d" in present and usable_3d),
+        "pose_3d": f32(pose_3d),
         "has_smpl": torch.tensor(has_smpl),
         "has_pose_3d": torch.tensor(has_pose_3d),
         "scale": torch.tensor(scale, dtype=torch.float32),
-        "center": torch.from_numpy(center.astype(np.float32)),
+        "center": f32(center),
         "orig_shape": torch.tensor(orig_shape, dtype=torch.int64),
         "rot_angle": torch.tensor(aug.rot, dtype=torch.float32),
         "gender": torch.tensor(GENDER_CODES.get(str(data["gender"][idx]).lower(), -1), dtype=torch.int64),
         "imgname": imgname,
-        "maskname": os.path.join(img_dir, maskname) if maskname else "",
-        "partname": os.path.join(img_dir, partname) if partname else "",
-        "cam_K": torch.from_numpy(K_crop.astype(np.float32)),
-        "cam_rot": torch.from_numpy(R_new.astype(np.float32)),
-        "cam_transl": torch.from_numpy(t_new.astype(np.float32)),
+        "maskname": os.path.join(ds.img_dir, maskname) if maskname else "",
+        "partname": os.path.join(ds.img_dir, partname) if partname else "",
+        "iuvname": os.path.join(ds.img_dir, iuvname) if iuvname else "",
+        "cam_K": f32(K_crop),
+        "cam_rot": f32(R_new),
+        "cam_transl": f32(t_new),
     }
     if load_masks:
         if not maskname:
-            raise ValueError(f"{dataset_name}: load_masks=True but sample index {index} has no maskname")
-        item["mask"] = _load_mask(item["maskname"], M, res, index, dataset_name)
+            raise ValueError(f"{name}: load_masks=True but sample index {index} has no maskname")
+        item["mask"] = _load_mask(item["maskname"], M, res, index, name)
+    if ds.load_iuv:
+        if aug.flip:
+            raise _iuv_flip_error(name, ds.augmentation.flip_prob)
+        if not iuvname:
+            raise ValueError(f"{name}: load_iuv=True but sample index {index} has no iuvname")
+        item["iuv"] = _load_iuv(item["iuvname"], M, res, index, name, (orig_shape[1], orig_shape[0]))
     return item
 
 
@@ -186,6 +258,32 @@ class _AugmentedDataset(Dataset):
         self.epoch = 0
         self.ignore_3d = bool(ignore_3d)
         self.has_calibration = "cam_rot" in self.data
+        self.present = frozenset(str(k) for k in self.data["present"])
+        self.load_iuv = False
+        self.crop_cache: Optional[CropCache] = None
+
+    def _setup_iuv_and_cache(self, load_iuv: bool, crop_cache) -> None:
+        """Check and store the ``load_iuv`` / ``crop_cache`` options of the npz datasets."""
+        self.load_iuv = bool(load_iuv)
+        if self.load_iuv:
+            if "iuvname" not in self.present:
+                raise ValueError(f"{self.dataset_name}: load_iuv=True but {self.npz_path} has no 'iuvname' key")
+            if self.is_train and self.augmentation.flip_prob > 0:
+                raise _iuv_flip_error(self.dataset_name, self.augmentation.flip_prob)
+        if crop_cache is not None:
+            self.crop_cache = load_crop_cache(crop_cache, self.data, res=self.img_res, source=self.dataset_name)
+
+    @property
+    def crop_cache_path(self) -> Optional[str]:
+        """The crop cache items are read from (None: full images, the complete augmentation)."""
+        return None if self.crop_cache is None else self.crop_cache.path
+
+    def _draw(self, rng: np.random.Generator) -> AugmentationParams:
+        """One augmentation draw; with a crop cache only its flip and pixel gain are kept."""
+        a = sample_augmentation(rng, self.augmentation)
+        if self.crop_cache is not None:
+            a = dataclasses.replace(a, rot=0.0, scale=1.0)
+        return a
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation draws :meth:`__getitem__` makes (with a seed)."""
@@ -215,30 +313,53 @@ class SPINDataset(_AugmentedDataset):
         augmentation: the distribution of the draws (default SPIN's, :data:`SPIN_AUGMENTATION`).
         img_res: crop side in pixels (224).
         seed: with a seed the draws depend only on (seed, epoch, index).
-        ignore_3d: report ``has_smpl`` and ``has_pose_3d`` as False (SPIN's option for data whose 3D
-            labels must not be used).
+        ignore_3d: report ``has_smpl``, ``has_pose_3d`` and ``has_smpl_joints_3d`` as False (SPIN's
+            option for data whose 3D labels must not be used).
         load_masks: also return the silhouette (``mask``, bool (res, res)) warped into the crop.
+        load_iuv: also return the DensePose IUV image of ``iuvname`` warped into the crop with the
+            image's affine and nearest sampling: ``iuv`` float32 (3, res, res) = I (0 background,
+            1..24), U, V in [0, 1] (the layout of :class:`DensePoseDataset`). Flips are refused
+            (mirroring U, V needs a chart symmetry map the bundled charts do not have): with
+            ``is_train`` the ``augmentation`` must have ``flip_prob=0``.
+        crop_cache: a directory made by :func:`smplfast.data.crop_cache.build_crop_cache` for this
+            file at ``img_res``: images are read pre-cropped from it. **Cached crops remove the
+            rotation and scale augmentation** (only the flip and the pixel gain are drawn, on the
+            fly; ``rot_angle`` is 0, ``scale`` the stored one): runs trained this way are proxies and
+            must be labelled so (:attr:`crop_cache_path`). A cache made for another file, sample
+            count or resolution is refused (:class:`~smplfast.data.crop_cache.CropCacheError`).
 
-    Items (torch tensors unless noted; keypoints normalised as 2k/res - 1):
+    Items (torch tensors unless noted; 2D points normalised as 2k/res - 1, (x, y, confidence or
+    visibility), mirrored and relabelled when flipped; 3D joints rotated by Rz(-rot), x negated and
+    relabelled when flipped):
         ``img`` (3, res, res) float32 normalised with ImageNet mean/std; ``pose`` (72) (global
         orientation rotated and flipped with the crop); ``betas`` (10); ``keypoints`` (49, 3) =
-        [openpose25, part24] in the crop, confidence kept; ``pose_3d`` (24, 4) (rotated, flipped,
-        confidence kept); ``has_smpl``, ``has_pose_3d``, ``is_flipped`` bool; ``scale`` (box scale
-        times the drawn scale factor), ``center`` (2), ``orig_shape`` (H, W) int64; ``rot_angle``
-        (radians, positive = content turned counterclockwise); ``gender`` int64 (0 m, 1 f, -1 other);
-        ``sample_index`` int64; ``dataset_name``, ``imgname``, ``maskname``, ``partname`` str (full
-        paths, '' when absent); ``cam_K`` (3, 3) intrinsics of the crop, ``cam_rot`` (3, 3),
-        ``cam_transl`` (3) (see :class:`MultiViewDataset`), ``has_calibration`` bool (zeros when the
-        file has no calibration).
+        the annotated [openpose, part] in the crop (what a model trains on); ``keypoints_gt``
+        (49, 3) = the exact [openpose_gt, part_gt] (evaluation; rows of an absent key are zero) with
+        ``has_keypoints_gt`` (the file has either); ``smpl_joints_2d`` (24, 3) / ``smpl_joints_2d_gt``
+        (24, 3), the annotated / exact SMPL skeleton joints (``smpl_24``, flip permutation of
+        ``smpl_24``) with ``has_smpl_joints_2d`` / ``has_smpl_joints_2d_gt``; ``smpl_joints_3d``
+        (24, 3) camera frame, metres, with ``has_smpl_joints_3d`` (the file has the key, its
+        ``has_pose_3d`` allows 3D training, and not ``ignore_3d``); ``pose_3d`` (24, 4) (confidence
+        kept); ``has_smpl``, ``has_pose_3d`` (the file's ``has_pose_3d``, else 1 where ``S`` is
+        present; AND not ``ignore_3d``), ``is_flipped`` bool; ``scale`` (box scale times the drawn
+        scale factor), ``center`` (2), ``orig_shape`` (H, W) int64; ``rot_angle`` (radians, positive
+        = content turned counterclockwise); ``gender`` int64 (0 m, 1 f, -1 other); ``pose_family``
+        int64 (index into :data:`smplfast.body.samplers.POSE_FAMILIES`, -1 unknown);
+        ``sample_index`` int64; ``dataset_name``, ``imgname``, ``maskname``, ``partname``,
+        ``iuvname`` str (full paths, '' when absent); ``cam_K`` (3, 3) intrinsics of the crop,
+        ``cam_rot`` (3, 3), ``cam_transl`` (3) (see :class:`MultiViewDataset`), ``has_calibration``
+        bool (zeros when the file has no calibration). Absent label keys give zeros with a False flag.
     """
 
     def __init__(self, npz_path, img_dir, is_train: bool = True, *, dataset_name: Optional[str] = None,
                  augmentation: AugmentationConfig = SPIN_AUGMENTATION, img_res: int = 224,
-                 seed: Optional[int] = None, ignore_3d: bool = False, load_masks: bool = False):
+                 seed: Optional[int] = None, ignore_3d: bool = False, load_masks: bool = False,
+                 load_iuv: bool = False, crop_cache=None):
         self._setup_npz(npz_path, img_dir, False, is_train, dataset_name, augmentation, img_res, seed, ignore_3d)
         self.load_masks = bool(load_masks)
-        if self.load_masks and "maskname" not in self.data["present"]:
+        if self.load_masks and "maskname" not in self.present:
             raise ValueError(f"{self.dataset_name}: load_masks=True but {self.npz_path} has no 'maskname' key")
+        self._setup_iuv_and_cache(load_iuv, crop_cache)
 
     def __len__(self) -> int:
         return int(self.data["imgname"].shape[0])
@@ -246,19 +367,20 @@ class SPINDataset(_AugmentedDataset):
     @property
     def item_keys(self) -> Tuple[str, ...]:
         """The keys of every item."""
-        return SPIN_ITEM_KEYS + (("mask",) if self.load_masks else ())
+        return SPIN_ITEM_KEYS + (("mask",) if self.load_masks else ()) + (("iuv",) if self.load_iuv else ())
 
     def augmentation_params(self, index: int) -> AugmentationParams:
-        """The draw item ``index`` uses (for the current epoch; random each call without a seed)."""
+        """The draw item ``index`` uses (for the current epoch; random each call without a seed);
+        with a crop cache, rotation 0 and scale 1."""
         if not self.is_train:
             return IDENTITY_AUGMENTATION
-        return sample_augmentation(self._rng(self._index(index)), self.augmentation)
+        return self._draw(self._rng(self._index(index)))
 
     def missing_files(self) -> List[Tuple[int, str]]:
         """(index, path) of every image (and mask / part image) that does not exist; checks the whole
         file list once, e.g. right after pointing the dataset at a new directory."""
         out = []
-        for key in ("imgname", "maskname", "partname"):
+        for key in ("imgname", "maskname", "partname", "iuvname"):
             for i, name in enumerate(self.data[key]):
                 if name and not os.path.isfile(os.path.join(self.img_dir, str(name))):
                     out.append((i, os.path.join(self.img_dir, str(name))))
@@ -267,9 +389,8 @@ class SPINDataset(_AugmentedDataset):
     def __getitem__(self, index):
         i = self._index(index)
         aug = self.augmentation_params(i)
-        item = _crop_view(self.data, (i,), aug, img_dir=self.img_dir, res=self.img_res, index=i,
-                          dataset_name=self.dataset_name, ignore_3d=self.ignore_3d, load_masks=self.load_masks,
-                          has_cal=self.has_calibration, has_pose_key="pose" in self.data["present"])
+        item = _crop_view(self, (i,), aug, index=i, load_masks=self.load_masks)
+        item["pose_family"] = torch.tensor(int(self.data["pose_family"][i]), dtype=torch.int64)
         item["is_flipped"] = torch.tensor(aug.flip)
         item["sample_index"] = torch.tensor(i, dtype=torch.int64)
         item["dataset_name"] = self.dataset_name
@@ -296,15 +417,20 @@ class MultiViewDataset(_AugmentedDataset):
     ``pose_3d`` (V, 24, 4), ``has_smpl``, ``has_pose_3d`` (V,) bool, ``scale``, ``rot_angle`` (V,),
     ``center`` (V, 2), ``orig_shape`` (V, 2), ``gender`` (V,), ``cam_K``, ``cam_rot``, ``cam_transl``,
     ``has_calibration``, ``is_flipped`` (one bool), ``sample_index``, ``dataset_name``, and
-    ``imgname`` / ``maskname`` / ``partname`` as lists of V strings. ``views`` selects and orders a
-    subset of the file's view axis.
+    ``imgname`` / ``maskname`` / ``partname`` / ``iuvname`` as lists of V strings; the other keys
+    of :class:`SPINDataset` with a view axis (``keypoints_gt`` (V, 49, 3), ``smpl_joints_2d`` (V, 24, 3),
+    ``smpl_joints_3d`` (V, 24, 3), their ``has_*`` flags (V,), ...), except the per-person
+    ``pose_family`` (one int64). ``views`` selects and orders a subset of the file's view axis.
+    ``load_iuv`` and ``crop_cache`` work as in :class:`SPINDataset` (``iuv`` (V, 3, res, res); a
+    cache holds every view of the file).
     """
 
     def __init__(self, npz_path, img_dir, is_train: bool = True, *, dataset_name: Optional[str] = None,
                  augmentation: AugmentationConfig = SPIN_AUGMENTATION, img_res: int = 224,
                  seed: Optional[int] = None, ignore_3d: bool = False, views: Optional[Sequence[int]] = None,
-                 independent_views: bool = True):
+                 independent_views: bool = True, load_iuv: bool = False, crop_cache=None):
         self._setup_npz(npz_path, img_dir, True, is_train, dataset_name, augmentation, img_res, seed, ignore_3d)
+        self._setup_iuv_and_cache(load_iuv, crop_cache)
         nv = self.data["imgname"].shape[1]
         self.views = list(range(nv)) if views is None else [int(v) for v in views]
         bad = [v for v in self.views if not 0 <= v < nv]
@@ -321,33 +447,33 @@ class MultiViewDataset(_AugmentedDataset):
 
     @property
     def item_keys(self) -> Tuple[str, ...]:
-        return SPIN_ITEM_KEYS
+        return SPIN_ITEM_KEYS + (("iuv",) if self.load_iuv else ())
 
     def augmentation_params(self, index: int) -> List[AugmentationParams]:
-        """The per-view draws of item ``index`` (one flip for all views)."""
+        """The per-view draws of item ``index`` (one flip for all views; with a crop cache, rotation 0
+        and scale 1)."""
         V = self.num_views
         if not self.is_train:
             return [IDENTITY_AUGMENTATION] * V
         rng = self._rng(self._index(index))
-        first = sample_augmentation(rng, self.augmentation)
+        first = self._draw(rng)
         if not self.independent_views:
             return [first] * V
-        draws = [first] + [sample_augmentation(rng, self.augmentation) for _ in range(V - 1)]
+        draws = [first] + [self._draw(rng) for _ in range(V - 1)]
         return [AugmentationParams(flip=first.flip, pixel_noise=d.pixel_noise, rot=d.rot, scale=d.scale) for d in draws]
 
     def __getitem__(self, index):
         i = self._index(index)
         augs = self.augmentation_params(i)
         per_view = [
-            _crop_view(self.data, (i, v), a, img_dir=self.img_dir, res=self.img_res, index=i,
-                       dataset_name=self.dataset_name, ignore_3d=self.ignore_3d, load_masks=False,
-                       has_cal=self.has_calibration, has_pose_key="pose" in self.data["present"])
+            _crop_view(self, (i, v), a, index=i, load_masks=False)
             for v, a in zip(self.views, augs)
         ]
         item = {}
         for k in per_view[0]:
             vals = [p[k] for p in per_view]
             item[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
+        item["pose_family"] = torch.tensor(int(self.data["pose_family"][i]), dtype=torch.int64)
         item["is_flipped"] = torch.tensor(augs[0].flip)
         item["sample_index"] = torch.tensor(i, dtype=torch.int64)
         item["dataset_name"] = self.dataset_name
@@ -497,13 +623,7 @@ class DensePoseDataset(_AugmentedDataset):
         }
         if self.iuv_dir is not None:
             iuv_path = os.path.join(self.iuv_dir, densepose_iuv_name(entry))
-            iuv_img = _open_image(iuv_path, i, self.dataset_name + " (IUV)")
-            if iuv_img.size != image.size:
-                raise ValueError(f"{self.dataset_name}: IUV image {iuv_path!r} (sample index {i}) is "
-                                 f"{iuv_img.width}x{iuv_img.height}; the image is {image.width}x{image.height}")
-            iuv = np.asarray(warp_image(iuv_img, M, res, resample="nearest", fill=0)).astype(np.float32)
-            iuv[..., 1:] /= 255.0
-            item["iuv"] = torch.from_numpy(np.ascontiguousarray(iuv.transpose(2, 0, 1)))
+            item["iuv"] = _load_iuv(iuv_path, M, res, i, self.dataset_name, image.size)
         return item
 
 

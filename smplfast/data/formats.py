@@ -5,32 +5,57 @@ same readers serve the real Human3.6M / MPI-INF-3DHP / 3DPW / LSP / LSP-extended
 and the files of the synthetic data engine.
 
 SPIN npz (one file per dataset split, N samples)
-    ==============  ============  =========  =================================================================
-    key             shape         required   meaning
-    ==============  ============  =========  =================================================================
-    ``imgname``     (N,)  str     yes        image path relative to the image root directory
-    ``center``      (N, 2)        yes        person box centre, original-image pixels
-    ``scale``       (N,)          yes        box side / 200 (SPIN's convention, 1.2 margin already included)
-    ``part``        (N, 24, 3)    no         2D GT joints, convention ``spin_24`` of
-                                             :mod:`smplfast.body.keypoints`, (x, y, visibility), pixels
-    ``S``           (N, 24, 4)    no         3D GT joints, camera frame, metres, 4th column = confidence
-    ``pose``        (N, 72)       no         SMPL axis-angle pose, global orientation in the camera frame
-    ``shape``       (N, 10)       no         SMPL betas (present exactly when ``pose`` is)
-    ``has_smpl``    (N,)          no         1 where pose/shape are valid (all 1 when pose is given alone)
-    ``openpose``    (N, 25, 3)    no         OpenPose BODY_25 detections (x, y, confidence); 0,0,0 = missed
-    ``gender``      (N,)  str     no         'm', 'f' or 'n'
-    ``maskname``    (N,)  str     no         silhouette PNG, relative to the image root
-    ``partname``    (N,)  str     no         part-segmentation PNG, relative to the image root
-    ``cam_rot``     (N, 3, 3)     no         world -> camera rotation R (X_cam = R X + t)
-    ``cam_transl``  (N, 3)        no         world -> camera translation t, metres
-    ``cam_focal``   (N, 2)        no         focal lengths (f_x, f_y), original-image pixels
-    ``cam_center``  (N, 2)        no         principal point (c_x, c_y), original-image pixels
-    ==============  ============  =========  =================================================================
+    =====================  ============  ========  ==============================================================
+    key                    shape         required  meaning
+    =====================  ============  ========  ==============================================================
+    ``imgname``            (N,)  str     yes       image path relative to the image root directory
+    ``center``             (N, 2)        yes       person box centre, original-image pixels
+    ``scale``              (N,)          yes       box side / 200 (SPIN's convention, 1.2 margin already
+                                                   included)
+    ``part``               (N, 24, 3)    no        annotated 2D joints, convention ``spin_24`` of
+                                                   :mod:`smplfast.body.keypoints`, (x, y, visibility), pixels
+                                                   (synthetic data: noisy when annotation noise is on)
+    ``part_gt``            (N, 24, 3)    no        exact 2D joints (``spin_24``), (x, y, visibility), pixels; for
+                                                   evaluation
+    ``S``                  (N, 24, 4)    no        3D GT joints, camera frame, metres, 4th column = confidence
+    ``pose``               (N, 72)       no        SMPL axis-angle pose, global orientation in the camera frame
+    ``shape``              (N, 10)       no        SMPL betas (present exactly when ``pose`` is)
+    ``has_smpl``           (N,)          no        1 where pose/shape are valid (all 1 when pose is given alone)
+    ``has_pose_3d``        (N,)          no        1 where ``S`` may be used for training, 0 where it is kept for
+                                                   evaluation only (needs ``S``; absent: 1 when ``S`` is present)
+    ``openpose``           (N, 25, 3)    no        OpenPose BODY_25 detections (x, y, confidence); 0,0,0 = missed
+    ``openpose_gt``        (N, 25, 3)    no        exact BODY_25 projections (x, y, visibility), pixels; for
+                                                   evaluation
+    ``smpl_joints_2d``     (N, 24, 3)    no        the 24 SMPL skeleton joints (convention ``smpl_24``)
+                                                   projected, (x, y, visibility), pixels; annotated (the same
+                                                   noise as ``part``)
+    ``smpl_joints_2d_gt``  (N, 24, 3)    no        the same, exact projections; for evaluation
+    ``smpl_joints_3d``     (N, 24, 3)    no        the 24 SMPL skeleton joints (``smpl_24``), camera frame,
+                                                   metres
+    ``pose_family``        (N,)  int     no        index into :data:`smplfast.body.samplers.POSE_FAMILIES` (-1 =
+                                                   unknown); per person
+    ``world_transl``       (N, 3)        no        SMPL translation, world frame, metres; per person
+    ``world_orient``       (N, 3)        no        SMPL global orientation (axis-angle), world frame; per person
+    ``gender``             (N,)  str     no        'm', 'f' or 'n'
+    ``maskname``           (N,)  str     no        silhouette PNG, relative to the image root
+    ``partname``           (N,)  str     no        part-segmentation PNG, relative to the image root
+    ``iuvname``            (N,)  str     no        DensePose IUV PNG (the size of the image), relative to the
+                                                   image root: channel 0 = part I (0 background, 1..24), channels
+                                                   1, 2 = U*255, V*255
+    ``cam_rot``            (N, 3, 3)     no        world -> camera rotation R (X_cam = R X + t)
+    ``cam_transl``         (N, 3)        no        world -> camera translation t, metres
+    ``cam_focal``          (N, 2)        no        focal lengths (f_x, f_y), original-image pixels
+    ``cam_center``         (N, 2)        no        principal point (c_x, c_y), original-image pixels
+    =====================  ============  ========  ==============================================================
 
     Absent optional keys read as zeros with ``has_smpl`` / ``has_pose_3d`` = 0 (SPIN's behaviour). A
     key that is present must have exactly its shape: anything else is a :class:`DataFormatError`
     naming the key, the file, the expected and the given shape. The calibration keys come as a group
-    (all four or none). Keys not listed here are ignored.
+    (all four or none); ``has_smpl`` needs ``pose``, ``has_pose_3d`` needs ``S``; ``pose_family`` holds
+    integers in -1 .. len(POSE_FAMILIES) - 1. Keys not listed here are ignored.
+
+    "Annotated" keys (``part``, ``openpose``, ``smpl_joints_2d``) are what a model may train on;
+    the ``*_gt`` keys are exact and meant for evaluation (on real data they are absent).
 
 MV-SPIN multi-view npz (N people, V views each)
     The same keys with a view axis right after N: ``imgname (N, V)``, ``center (N, V, 2)``,
@@ -39,6 +64,8 @@ MV-SPIN multi-view npz (N people, V views each)
     ``shape (N, V, 10)``, ``has_smpl (N, V)``, ``openpose (N, V, 25, 3)``, ``gender (N, V)``, ...
     and the calibration keys ``cam_rot (N, V, 3, 3)``, ``cam_transl (N, V, 3)``,
     ``cam_focal (N, V, 2)``, ``cam_center (N, V, 2)`` (world -> camera, original-image pixels).
+    Per-person keys (:attr:`KeySpec.per_person`: ``pose_family``, ``world_transl``,
+    ``world_orient``) have no view axis: ``pose_family (N,)``, ``world_transl (N, 3)``.
 
 DensePose (COCO-style json)
     ``{"images": [{"id", "file_name", "width", "height"}, ...],
@@ -66,6 +93,7 @@ __all__ = [
     "SPIN_KEYS",
     "CALIBRATION_KEYS",
     "SPIN_REQUIRED_KEYS",
+    "PER_PERSON_KEYS",
     "GENDER_CODES",
     "DENSEPOSE_IMAGE_KEYS",
     "DENSEPOSE_ANNOTATION_KEYS",
@@ -91,13 +119,15 @@ class DataFormatError(ValueError):
 class KeySpec:
     """One key of a SPIN-style npz: its per-sample shape (after the N / N, V axes), its kind
     (``"str"`` for paths and labels, ``"float"`` / ``"int"`` for numbers), whether it is required,
-    and its meaning."""
+    and its meaning. A ``per_person`` key describes the person, not one view: it has the leading
+    axis (N,) in multi-view files too."""
 
     name: str
     shape: Tuple[int, ...]
     kind: str
     required: bool
     doc: str
+    per_person: bool = False
 
 
 #: SPIN's npz keys (per-sample shapes; the file adds (N,) or (N, V) in front).
@@ -107,15 +137,27 @@ SPIN_KEYS: Dict[str, KeySpec] = {
         KeySpec("imgname", (), "str", True, "image path relative to the image root"),
         KeySpec("center", (2,), "float", True, "box centre (x, y), original-image pixels"),
         KeySpec("scale", (), "float", True, "box side / 200, 1.2 margin included"),
-        KeySpec("part", (24, 3), "float", False, "2D GT joints (spin_24), (x, y, visibility), pixels"),
+        KeySpec("part", (24, 3), "float", False, "annotated 2D joints (spin_24), (x, y, visibility), pixels"),
+        KeySpec("part_gt", (24, 3), "float", False, "exact 2D joints (spin_24), (x, y, visibility), pixels"),
         KeySpec("S", (24, 4), "float", False, "3D GT joints, camera frame, metres, + confidence"),
         KeySpec("pose", (72,), "float", False, "SMPL axis-angle pose, global orientation in the camera frame"),
         KeySpec("shape", (10,), "float", False, "SMPL betas"),
         KeySpec("has_smpl", (), "float", False, "1 where pose/shape are valid"),
+        KeySpec("has_pose_3d", (), "float", False, "1 where S may be used for training"),
         KeySpec("openpose", (25, 3), "float", False, "OpenPose BODY_25 (x, y, confidence)"),
+        KeySpec("openpose_gt", (25, 3), "float", False, "exact BODY_25 projections (x, y, visibility)"),
+        KeySpec("smpl_joints_2d", (24, 3), "float", False,
+                "annotated 2D SMPL joints (smpl_24), (x, y, visibility), pixels"),
+        KeySpec("smpl_joints_2d_gt", (24, 3), "float", False,
+                "exact 2D SMPL joints (smpl_24), (x, y, visibility), pixels"),
+        KeySpec("smpl_joints_3d", (24, 3), "float", False, "SMPL joints (smpl_24), camera frame, metres"),
+        KeySpec("pose_family", (), "int", False, "index into POSE_FAMILIES (-1 unknown)", per_person=True),
+        KeySpec("world_transl", (3,), "float", False, "SMPL translation, world frame, metres", per_person=True),
+        KeySpec("world_orient", (3,), "float", False, "SMPL global orientation, world frame", per_person=True),
         KeySpec("gender", (), "str", False, "'m', 'f' or 'n'"),
         KeySpec("maskname", (), "str", False, "silhouette PNG relative to the image root"),
         KeySpec("partname", (), "str", False, "part-segmentation PNG relative to the image root"),
+        KeySpec("iuvname", (), "str", False, "DensePose IUV PNG relative to the image root"),
         KeySpec("cam_rot", (3, 3), "float", False, "world -> camera rotation"),
         KeySpec("cam_transl", (3,), "float", False, "world -> camera translation, metres"),
         KeySpec("cam_focal", (2,), "float", False, "focal lengths (f_x, f_y), pixels"),
@@ -123,6 +165,8 @@ SPIN_KEYS: Dict[str, KeySpec] = {
     )
 }
 SPIN_REQUIRED_KEYS: Tuple[str, ...] = tuple(k for k, s in SPIN_KEYS.items() if s.required)
+#: Keys without a view axis in multi-view files (they describe the person).
+PER_PERSON_KEYS: Tuple[str, ...] = tuple(k for k, s in SPIN_KEYS.items() if s.per_person)
 #: Keys that come as a group: all or none.
 CALIBRATION_KEYS: Tuple[str, ...] = ("cam_rot", "cam_transl", "cam_focal", "cam_center")
 #: SPIN's gender codes for the ``gender`` item (anything else, e.g. 'n', is -1).
@@ -137,9 +181,11 @@ DENSEPOSE_COORD_RANGE = 256.0
 
 
 def key_shape(key: str, n: int, views: Optional[int] = None) -> Tuple[int, ...]:
-    """Full array shape of ``key`` for ``n`` samples (and ``views`` views in a multi-view file)."""
-    lead = (n,) if views is None else (n, views)
-    return lead + SPIN_KEYS[key].shape
+    """Full array shape of ``key`` for ``n`` samples (and ``views`` views in a multi-view file;
+    per-person keys have no view axis)."""
+    spec = SPIN_KEYS[key]
+    lead = (n,) if views is None or spec.per_person else (n, views)
+    return lead + spec.shape
 
 
 def _fmt_shape(shape) -> str:
@@ -147,8 +193,10 @@ def _fmt_shape(shape) -> str:
 
 
 def _expected_label(key: str, multiview: bool) -> str:
-    lead = ("N", "V") if multiview else ("N",)
-    return _fmt_shape(lead + SPIN_KEYS[key].shape)
+    spec = SPIN_KEYS[key]
+    lead = ("N", "V") if multiview and not spec.per_person else ("N",)
+    return _fmt_shape(lead + spec.shape) + (" (one entry per person, no view axis)"
+                                            if multiview and spec.per_person else "")
 
 
 def validate_spin_arrays(arrays: Mapping[str, np.ndarray], *, multiview: bool = False,
@@ -190,6 +238,8 @@ def validate_spin_arrays(arrays: Mapping[str, np.ndarray], *, multiview: bool = 
                               f"need both pose (72) and shape (10)")
     if "has_smpl" in arrays and "pose" not in arrays:
         raise DataFormatError(f"{source}: key 'has_smpl' is present without 'pose' and 'shape'")
+    if "has_pose_3d" in arrays and "S" not in arrays:
+        raise DataFormatError(f"{source}: key 'has_pose_3d' is present without 'S'")
     for key, spec in SPIN_KEYS.items():
         if key not in arrays:
             continue
@@ -203,6 +253,18 @@ def validate_spin_arrays(arrays: Mapping[str, np.ndarray], *, multiview: bool = 
                 raise DataFormatError(f"{source}: key {key!r} must hold strings; got dtype {a.dtype}")
         elif a.dtype.kind not in "biuf":
             raise DataFormatError(f"{source}: key {key!r} must be numeric; got dtype {a.dtype}")
+        elif spec.kind == "int" and a.size and not (np.isfinite(a).all() and np.all(a == np.round(a))):
+            raise DataFormatError(f"{source}: key {key!r} must hold integers")
+    if "pose_family" in arrays:
+        from ..body.samplers import POSE_FAMILIES
+
+        fam = np.asarray(arrays["pose_family"])
+        bad = (fam < -1) | (fam >= len(POSE_FAMILIES))
+        if bad.any():
+            idx = np.flatnonzero(bad)
+            raise DataFormatError(f"{source}: key 'pose_family' must lie in -1 .. {len(POSE_FAMILIES) - 1} "
+                                  f"(indices into POSE_FAMILIES, -1 = unknown); bad at sample index(es) "
+                                  f"{idx[:10].tolist()}{' ...' if idx.size > 10 else ''}")
     for key in ("center", "scale"):
         a = np.asarray(arrays[key], dtype=np.float64)
         bad = ~np.isfinite(a).reshape(n, -1).all(axis=1)
@@ -229,11 +291,12 @@ def load_spin_npz(path: PathLike, *, multiview: bool = False) -> Dict[str, np.nd
     """Read and validate a SPIN (or, with ``multiview``, MV-SPIN) npz file.
 
     Returns a dict with every key of :data:`SPIN_KEYS` except the calibration group (included only
-    when the file has it): numbers as float32 arrays, strings as numpy unicode arrays. Absent
-    optional keys are filled as SPIN does: ``part``, ``openpose``, ``S``, ``pose``, ``shape`` with
-    zeros, ``has_smpl`` with 1 when ``pose`` is given (0 otherwise), ``gender`` with 'n',
-    ``maskname`` / ``partname`` with ''. Also returns ``has_pose_3d`` (N,) / (N, V) (1 when the file
-    has ``S``) and ``present`` (the sorted list of keys the file had, as a numpy array).
+    when the file has it): numbers as float32 arrays (``pose_family``: int64), strings as numpy
+    unicode arrays. Absent optional keys are filled as SPIN does: ``part``, ``openpose``, ``S``,
+    ``pose``, ``shape`` (and the other number keys) with zeros, ``has_smpl`` with 1 when ``pose`` is
+    given (0 otherwise), ``has_pose_3d`` with 1 when ``S`` is given (0 otherwise), ``pose_family``
+    with -1, ``gender`` with 'n', ``maskname`` / ``partname`` / ``iuvname`` with ''. Also returns
+    ``present`` (the sorted list of keys the file had, as a numpy array).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -244,24 +307,26 @@ def load_spin_npz(path: PathLike, *, multiview: bool = False) -> Dict[str, np.nd
     except ValueError as e:  # object arrays need pickle; a SPIN file never does
         raise DataFormatError(f"{path}: cannot read without pickle ({e}); store strings as unicode arrays") from None
     n, v = validate_spin_arrays(raw, multiview=multiview, source=path)
-    lead = (n,) if v is None else (n, v)
     out: Dict[str, np.ndarray] = {}
     for key, spec in SPIN_KEYS.items():
         if key in CALIBRATION_KEYS:
             continue
+        lead = (n,) if v is None or spec.per_person else (n, v)
+        dtype = np.int64 if spec.kind == "int" else np.float32
         if key in raw:
             a = raw[key]
-            out[key] = _as_str_array(a) if spec.kind == "str" else np.asarray(a, dtype=np.float32)
+            out[key] = _as_str_array(a) if spec.kind == "str" else np.asarray(a, dtype=dtype)
         elif spec.kind == "str":
             out[key] = np.full(lead, "n" if key == "gender" else "", dtype="<U1")
-        elif key == "has_smpl":
-            out[key] = np.full(lead, 1.0 if "pose" in raw else 0.0, dtype=np.float32)
+        elif key in ("has_smpl", "has_pose_3d"):
+            out[key] = np.full(lead, 1.0 if ("pose" if key == "has_smpl" else "S") in raw else 0.0, dtype=np.float32)
+        elif key == "pose_family":
+            out[key] = np.full(lead, -1, dtype=np.int64)
         else:
-            out[key] = np.zeros(lead + spec.shape, dtype=np.float32)
+            out[key] = np.zeros(lead + spec.shape, dtype=dtype)
     if "cam_rot" in raw:
         for key in CALIBRATION_KEYS:
             out[key] = np.asarray(raw[key], dtype=np.float64)
-    out["has_pose_3d"] = np.full(lead, 1.0 if "S" in raw else 0.0, dtype=np.float32)
     out["present"] = np.array(sorted(raw))
     return out
 

@@ -1,7 +1,9 @@
 """Tests for smplfast.fitting.priors: SPIN's prior values, the least-squares forms and their
-Jacobians, and the GMM file loading."""
+Jacobians, and the GMM file loading; and for smplfast.fitting.build_prior's priors fitted on a subset
+of the pose families."""
 
 import math
+import os
 import pickle
 import struct
 
@@ -460,3 +462,190 @@ def test_prior_weights_defaults():
         4.78, 5.0, 15.2, 100.0, 100.0)
     assert w.anchor_weight == 0.0 and w.shape_bound_weight == 0.0 and w.shape_bound == 2.0
     assert w.anchor_sigma > 0
+
+
+# ------------------------------------------------------------------------- priors on family subsets
+LAB = ("standing", "walking", "arms_raised", "t_pose", "a_pose")  # POSE_FAMILIES order
+EXCLUDED = ("sitting", "crouching")
+
+
+@pytest.fixture(scope="module")
+def lab_prior(tmp_path_factory):
+    pytest.importorskip("sklearn")
+    from smplfast.fitting import build_prior as bp
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("lab_prior")
+    # Any order: the families are stored in POSE_FAMILIES order.
+    result = bp.build_prior("arms_raised, a_pose,t_pose,walking,standing", num_samples=4000, num_heldout=200,
+                            out=folder / "gmm_lab.npz")
+    pkl = bp.write_prior(result, folder / "gmm_08.pkl")
+    return result, folder / "gmm_lab.npz", pkl
+
+
+def test_subset_prior_npz_loads(lab_prior):
+    import smplfast
+
+    result, npz, _ = lab_prior
+    assert result["families"] == LAB and result["path"] == str(npz)
+    assert result["facts"]["families"] == list(LAB)
+    with np.load(npz) as z:
+        assert tuple(z["families"].tolist()) == LAB
+        assert int(z["num_train"]) == 4000 and float(z["reg_covar"]) == 1e-2
+        for k in ("means", "covars", "weights"):
+            assert z[k].dtype == np.float64 and np.array_equal(z[k], result[k])
+    assert [p.name for p in npz.parent.iterdir() if p.name.endswith(".tmp")] == []
+    prior = MaxMixturePrior(npz, dtype=torch.float64)
+    ref = MaxMixturePrior.from_arrays(result["means"], result["covars"], result["weights"], dtype=torch.float64)
+    pose = torch.tensor(result["means"][:3] + 0.05)
+    assert torch.equal(prior(pose), ref(pose))
+    fitter = smplfast.SMPLify(pose_prior=npz)
+    assert fitter.pose_prior.num_gaussians == 8 and fitter.pose_prior.source == str(npz)
+
+
+def test_subset_prior_pkl_is_spin_format(lab_prior):
+    import pickletools
+
+    import smplfast
+
+    result, _, pkl = lab_prior
+    with open(pkl, "rb") as fh:  # SPIN's MaxMixturePrior: pickle.load(f, encoding='latin1'), a dict
+        gmm = pickle.load(fh, encoding="latin1")
+    with open(pkl, "rb") as fh:
+        assert pickle.load(fh).keys() == gmm.keys()
+    assert type(gmm) == dict  # noqa: E721  (SPIN's own check)
+    assert gmm["means"].shape == (8, D) and gmm["covars"].shape == (8, D, D) and gmm["weights"].shape == (8,)
+    for k in ("means", "covars", "weights"):
+        assert isinstance(gmm[k], np.ndarray) and gmm[k].dtype == np.float64 and np.array_equal(gmm[k], result[k])
+    assert gmm["families"] == list(LAB)
+    # Protocol 2, and only globals that Python 2 / numpy 1.x can resolve (numpy 2 writes numpy._core).
+    raw = pkl.read_bytes()
+    assert raw[:2] == b"\x80\x02"
+    names = {arg for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
+    assert names == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype", "_codecs encode"}
+    # smplfast's restricted loader, SPIN's prior_folder call, and SMPLify.
+    np.testing.assert_array_equal(load_gmm(pkl)["means"], result["means"])
+    pose = torch.tensor(result["means"][:2] - 0.05)
+    a = MaxMixturePrior(prior_folder=pkl.parent, num_gaussians=8, dtype=torch.float64)(pose)
+    assert torch.equal(a, MaxMixturePrior.from_arrays(gmm["means"], gmm["covars"], gmm["weights"], dtype=torch.float64)(pose))
+    assert smplfast.SMPLify(pose_prior=pkl).pose_prior.source == str(pkl)
+
+
+def test_subset_prior_prefers_its_own_families(lab_prior):
+    from smplfast.fitting.build_prior import family_nll
+
+    _, npz, _ = lab_prior
+    nll = family_nll({"all": DEFAULT_PRIOR_PATH, "lab": npz}, n_per_family=300, seed=3, families=LAB + EXCLUDED)
+    gap = {label: min(t[f] for f in EXCLUDED) - max(t[f] for f in LAB) for label, t in nll.items()}
+    # The shipped prior saw every family: sitting and crouching score about as well as the lab poses
+    # (lower is better). The lab prior did not: they score far worse than every family it was fitted on.
+    assert gap["all"] < 20
+    assert gap["lab"] > 100 and gap["lab"] > gap["all"] + 100
+    for f in LAB:  # and its own families stay about as likely as under the shipped prior
+        assert nll["lab"][f] < nll["all"][f] + 10
+
+
+def test_build_prior_cli_pkl(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from smplfast.fitting.build_prior import main
+
+    torch.set_num_threads(1)
+    out = tmp_path / "sub" / "gmm_02.pkl"
+    assert main(["--families", "a_pose,t_pose", "--samples", "400", "--heldout", "50", "--components", "2",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "families: t_pose, a_pose" in text
+    assert os.listdir(out.parent) == ["gmm_02.pkl"]
+    gmm = load_gmm(out, num_gaussians=2)
+    assert gmm["means"].shape == (2, D)
+    with open(out, "rb") as fh:
+        assert pickle.load(fh)["families"] == ["t_pose", "a_pose"]
+
+
+def test_build_prior_defaults_are_the_shipped_prior():
+    """The default options are those recorded in the shipped file, and the default family list
+    samples exactly what the shipped prior was fitted on (all families, in POSE_FAMILIES order)."""
+    import inspect
+
+    from smplfast.body.samplers import POSE_FAMILIES, sample_poses
+    from smplfast.fitting import build_prior as bp
+
+    defaults = {k: v.default for k, v in inspect.signature(bp.build_prior).parameters.items()}
+    with np.load(DEFAULT_PRIOR_PATH) as z:
+        assert tuple(z["families"].tolist()) == POSE_FAMILIES
+        assert int(z["num_train"]) == defaults["num_samples"] and int(z["num_heldout"]) == defaults["num_heldout"]
+        assert int(z["seed"]) == defaults["seed"] and float(z["reg_covar"]) == defaults["reg_covar"]
+        assert z["means"].shape[0] == defaults["num_gaussians"]
+    assert defaults["families"] is None and bp.resolve_families(None) == POSE_FAMILIES
+    assert bp.resolve_families("all") == bp.resolve_families(list(reversed(POSE_FAMILIES))) == POSE_FAMILIES
+    x, fam = bp.training_poses(60, 0, list(reversed(POSE_FAMILIES)))
+    ref, ref_fam = sample_poses(60, seed=0, dtype=torch.float64, return_family=True)
+    assert np.array_equal(x, ref[:, 3:].numpy()) and np.array_equal(fam, ref_fam.numpy())
+
+
+def test_build_prior_bad_input(tmp_path):
+    from smplfast.fitting import build_prior as bp
+
+    for bad, match in (("standing,flying", "families: unknown pose family 'flying'; allowed: standing, walking"),
+                       ([], "families: give at least one pose family; allowed: standing"),
+                       ("", "families: give at least one pose family"),
+                       ("standing,standing", "families: pose family 'standing' is listed more than once")):
+        with pytest.raises(ValueError, match=match):
+            bp.build_prior(bad, num_samples=100, out=tmp_path / "g.npz")
+    with pytest.raises(ValueError, match=r"out: unknown output extension '\.json'.*allowed: \.npz .*\.pkl"):
+        bp.build_prior(LAB, num_samples=100, out=tmp_path / "g.json")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="out: cannot write .* is a file, not a folder"):
+        bp.build_prior(LAB, num_samples=100, out=tmp_path / "file" / "g.npz")
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(ValueError, match="out: .* is a directory"):
+        bp.check_output(tmp_path / "folder.npz")
+    with pytest.raises(ValueError, match="is the shipped all-family prior"):
+        bp.build_prior(LAB, num_samples=100, out=DEFAULT_PRIOR_PATH)
+    with pytest.raises(ValueError, match="num_samples: must be an integer >= 8"):
+        bp.build_prior(LAB, num_samples=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.npz"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--families", "standing,jumping"], "argument --families: unknown pose family 'jumping'; allowed: standing, walking,"),
+    (["--families", ""], "argument --families: give at least one pose family; allowed: standing"),
+    (["--families", "standing", "--out", "g.txt"], "argument --out: unknown output extension '.txt'"),
+    (["--families", "standing"], "argument --out: required with --families"),
+    (["--samples", "0", "--out", "g.npz"], "argument --samples: must be >= 1"),
+])
+def test_build_prior_cli_bad_input(argv, needle, capsys):
+    from smplfast.fitting.build_prior import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_build_prior_cli_unwritable(tmp_path, capsys):
+    from smplfast.fitting.build_prior import main
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["--families", "standing", "--out", str(tmp_path / "file" / "g.pkl")])
+    assert "argument --out: cannot write" in capsys.readouterr().err
+
+
+def test_write_prior_is_atomic(tmp_path, monkeypatch, gmm):
+    from smplfast.fitting import build_prior as bp
+
+    out = tmp_path / "g.pkl"
+    out.write_bytes(b"previous")
+
+    def fail(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bp.os, "fsync", fail)
+    with pytest.raises(OSError, match="No space left"):
+        bp.write_prior(gmm, out)
+    assert out.read_bytes() == b"previous" and os.listdir(tmp_path) == ["g.pkl"]
+    monkeypatch.undo()
+    bp.write_prior(gmm, out)
+    np.testing.assert_array_equal(load_gmm(out)["covars"], gmm["covars"])
+    assert os.listdir(tmp_path) == ["g.pkl"]

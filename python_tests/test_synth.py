@@ -214,19 +214,19 @@ def test_resume_skips_finished_shards(single, tmp_path):
 
 
 def test_bad_arguments(tmp_path, single):
-    with pytest.raises(ValueError, match="num must be >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"num \(--num\) must be >= 1; got 0"):
         _gen(tmp_path / "a", 0, 1)
-    with pytest.raises(ValueError, match="size must be >= 32; got 16"):
+    with pytest.raises(ValueError, match=r"size \(--size\) must be >= 32; got 16"):
         synth.generate(tmp_path / "a", 2, size=16)
-    with pytest.raises(ValueError, match="views must be >= 1"):
+    with pytest.raises(ValueError, match=r"views \(--views\) must be >= 1"):
         _gen(tmp_path / "a", 2, 0)
-    with pytest.raises(ValueError, match="seed must be >= 0"):
+    with pytest.raises(ValueError, match=r"seed \(--seed\) must be >= 0"):
         synth.generate(tmp_path / "a", 2, seed=-1)
     with pytest.raises(ValueError, match="image_format"):
         synth.generate(tmp_path / "a", 2, image_format="gif")
     with pytest.raises(ValueError, match="workers"):
         synth.generate(tmp_path / "a", 2, workers=0)
-    with pytest.raises(TypeError, match="num must be an int"):
+    with pytest.raises(TypeError, match=r"num \(--num\) must be an int"):
         synth.generate(tmp_path / "a", 2.5)
     with pytest.raises(ValueError, match="other settings"):
         _gen(single.out_dir, 5, 1)
@@ -250,7 +250,7 @@ def test_cli_synth_errors(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["synth", "--out", str(tmp_path / "x"), "--num", "0"])
     assert e.value.code == 2
-    assert "num must be >= 1" in capsys.readouterr().err
+    assert "num (--num) must be >= 1" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- building blocks
@@ -263,7 +263,7 @@ def test_look_at_and_rig_aim_at_the_subject():
     np.testing.assert_allclose(np.linalg.det(cams.rotation), 1.0)
     uv = cams.project(cams.to_camera(np.repeat(subject[:, None, None], 4, 1)))
     np.testing.assert_allclose(uv[..., 0, :], 112.0, atol=1e-9)
-    one = single_view_cameras(rng, subject, np.full(5, 1.8), 224, aim_jitter=0.0, center_jitter=0.0, max_roll_deg=0.0)
+    one = single_view_cameras(rng, subject, np.full(5, 1.8), 224, aim_jitter=0.0, center_jitter=0.0, roll_deg=(0.0, 0.0))
     np.testing.assert_allclose(one.project(one.to_camera(subject[:, None]))[:, 0], 112.0, atol=1e-9)
 
 

@@ -12,13 +12,15 @@ which keeps every view usable at small image sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = [
     "Cameras",
     "look_at",
+    "facing_azimuth",
+    "view_angles",
     "project",
     "single_view_cameras",
     "rig_cameras",
@@ -90,25 +92,52 @@ def _framing_focal(size: int, distance: np.ndarray, extent: np.ndarray, fraction
 
 def single_view_cameras(rng: np.random.Generator, subject: np.ndarray, extent: np.ndarray, size: int, *,
                         distance=(2.5, 8.0), height=(-0.7, 1.2), fraction=(0.45, 0.85),
-                        aim_jitter: float = 0.12, max_roll_deg: float = 6.0,
-                        center_jitter: float = 0.02) -> Cameras:
+                        aim_jitter: float = 0.12, roll_deg=(-6.0, 6.0),
+                        center_jitter: float = 0.02, azimuths_deg: Optional[Sequence[float]] = None,
+                        azimuth_jitter_deg: float = 10.0, facing: Optional[np.ndarray] = None,
+                        elevation_deg: Optional[Tuple[float, float]] = None) -> Cameras:
     """One random camera per subject.
 
     ``subject`` (n, 3) is the point to frame (the pelvis), ``extent`` (n,) the person's size in
     metres (largest side of the posed body's bounding box). The camera sits at a random azimuth,
     ``distance`` metres away, ``height`` metres above the subject point, aimed at the subject moved by
     up to ``aim_jitter`` x extent (so people are not always centred, and sometimes cut by the image
-    border), rolled by up to ``max_roll_deg``; focal length frames the person at ``fraction`` of the
-    image; the principal point is the image centre moved by N(0, ``center_jitter`` x size).
+    border), rolled by an angle uniform in ``roll_deg`` (degrees); focal length frames the person at
+    ``fraction`` of the image; the principal point is the image centre moved by N(0, ``center_jitter`` x size).
+
+    Viewpoint controls (the lab / in-the-wild gap of the training splits):
+
+    * ``azimuths_deg``: None = any azimuth (uniform on the circle); else a list of fixed azimuths,
+      relative to the direction each person faces (``facing`` (n,) radians: the world azimuth of the
+      body's forward axis; 0 = camera in front of the person, 90 = at the person's left), of which
+      each camera picks one uniformly, moved by U(+-``azimuth_jitter_deg``).
+    * ``elevation_deg``: None = camera ``height`` metres above the subject point (uniform); else
+      the elevation angle of the camera centre seen from the subject point, uniform in the range
+      (degrees, positive = looking down at the person).
+
+    With the defaults the draws are exactly those of the original sampler, so data made with them is
+    unchanged.
     """
     n = len(subject)
-    az = rng.uniform(-np.pi, np.pi, n)
+    if azimuths_deg is None:
+        az = rng.uniform(-np.pi, np.pi, n)
+    else:
+        if facing is None or np.shape(facing) != (n,):
+            raise ValueError(f"single_view_cameras: fixed azimuths need facing (n,) = ({n},); got "
+                             f"{None if facing is None else np.shape(facing)}")
+        table = np.asarray(azimuths_deg, dtype=np.float64)
+        pick = rng.integers(0, len(table), n)
+        az = np.asarray(facing, np.float64) + np.deg2rad(table[pick] + rng.uniform(-1, 1, n) * azimuth_jitter_deg)
     d = rng.uniform(*distance, n)
-    h = rng.uniform(*height, n)
-    horizontal = np.sqrt(np.maximum(d ** 2 - h ** 2, 1e-6))
+    if elevation_deg is None:
+        h = rng.uniform(*height, n)
+        horizontal = np.sqrt(np.maximum(d ** 2 - h ** 2, 1e-6))
+    else:
+        el = np.deg2rad(rng.uniform(*elevation_deg, n))
+        h, horizontal = d * np.sin(el), d * np.cos(el)
     eye = subject + np.stack([horizontal * np.sin(az), h, horizontal * np.cos(az)], -1)
     target = subject + rng.uniform(-1, 1, (n, 3)) * aim_jitter * extent[:, None]
-    roll = np.deg2rad(rng.uniform(-max_roll_deg, max_roll_deg, n))
+    roll = np.deg2rad(rng.uniform(*roll_deg, n))
     R, t = look_at(eye, target, roll)
     f = _framing_focal(size, np.linalg.norm(target - eye, axis=-1), extent, rng.uniform(*fraction, n))
     c = size / 2 + rng.normal(0, center_jitter * size, (n, 2))
@@ -137,3 +166,32 @@ def rig_cameras(rng: np.random.Generator, subject: np.ndarray, extent: np.ndarra
     f = _framing_focal(size, np.linalg.norm(target - eye, axis=-1), extent[:, None], rng.uniform(*fraction, (n, views)))
     c = size / 2 + rng.normal(0, center_jitter * size, (n, views, 2))
     return Cameras(R, t, np.stack([f, f], -1), c)
+
+
+def facing_azimuth(global_orient_matrix: np.ndarray) -> np.ndarray:
+    """World azimuth (radians, same convention as the cameras': ``atan2(x, z)``) of the direction a
+    body faces, i.e. of its forward axis (model +z) under the global rotation (..., 3, 3)."""
+    fwd = np.asarray(global_orient_matrix)[..., :, 2]
+    return np.arctan2(fwd[..., 0], fwd[..., 2])
+
+
+def view_angles(rotation: np.ndarray, translation: np.ndarray, subject: np.ndarray,
+                facing: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Azimuth, elevation and roll (degrees) of cameras ``X_cam = R X + t`` (..., 3, 3), (..., 3) seen
+    from ``subject`` (..., 3), the inverse of how :func:`single_view_cameras` places them.
+
+    Azimuth is relative to ``facing`` (the body's :func:`facing_azimuth`, radians) when given, in
+    (-180, 180]; elevation is positive above the subject; roll is the turn of the image about the
+    viewing axis away from level (image x horizontal)."""
+    R = np.asarray(rotation, np.float64)
+    centre = -np.einsum("...ji,...j->...i", R, np.asarray(translation, np.float64))
+    rel = centre - np.asarray(subject, np.float64)
+    az = np.arctan2(rel[..., 0], rel[..., 2])
+    if facing is not None:
+        az = az - np.asarray(facing, np.float64)
+    az = np.angle(np.exp(1j * az))
+    el = np.arcsin(np.clip(rel[..., 1] / np.linalg.norm(rel, axis=-1), -1.0, 1.0))
+    x_axis, z_axis = R[..., 0, :], R[..., 2, :]
+    # look_at: x = cos(r) x0 + sin(r) y0 with x0 horizontal and y0 . up = -|z_horizontal|.
+    roll = np.arcsin(np.clip(-x_axis[..., 1] / np.sqrt(np.maximum(1.0 - z_axis[..., 1] ** 2, 1e-12)), -1.0, 1.0))
+    return np.rad2deg(az), np.rad2deg(el), np.rad2deg(roll)

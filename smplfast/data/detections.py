@@ -10,15 +10,19 @@
 * occasional left/right swaps of an arm, a leg or one joint pair.
 
 Everything is vectorised over people and joints; draws come from one numpy Generator in a fixed order.
+
+:func:`annotation_noise` models human 2D annotations instead (the "GT" 2D of in-the-wild datasets):
+Gaussian click noise, guesses for hidden joints and whole-body left/right confusions.
+:func:`random_occluders` draws textured shapes in front of people.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["DetectionNoise", "occlusion", "simulate_detections"]
+__all__ = ["DetectionNoise", "occlusion", "simulate_detections", "annotation_noise", "random_occluders"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +113,76 @@ def simulate_detections(rng: np.random.Generator, points: np.ndarray, depth: np.
         idx = np.unique(np.concatenate([idx, perm[idx]]))
         out[i, idx] = out[i, perm[idx]]
     return out
+
+
+def annotation_noise(rng: np.random.Generator, points: np.ndarray, occluded: np.ndarray, box_size: np.ndarray,
+                     flip_perm: Sequence[int], *, sigma: float, swap_prob: float = 0.0, mislabel_prob: float = 0.0,
+                     mislabel_sigma: float = 0.1) -> np.ndarray:
+    """Annotated 2D keypoints (n, K, 3) from exact ones ``points`` (n, K, 3) (x, y, visibility in pixels).
+
+    * every labelled joint (visibility > 0) moves by N(0, ``sigma`` x ``box_size``) per axis
+      (``box_size`` (n,): the larger side of each person's box, pixels);
+    * a hidden joint (``occluded`` (n, K) bool) is, with probability ``mislabel_prob``, a guess: it
+      moves by a further N(0, ``mislabel_sigma`` x ``box_size``);
+    * with probability ``swap_prob`` a person's left and right labels are exchanged (``flip_perm``: the
+      convention's left/right permutation), the classic front/back confusion of annotators.
+
+    The visibility column is kept; unlabelled joints stay as they are. Draws are made in a fixed order,
+    all of them whatever the data, so the stream does not depend on the values.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    n, K, _ = points.shape
+    if occluded.shape != (n, K) or np.shape(box_size) != (n,):
+        raise ValueError(f"annotation_noise: points (n, K, 3), occluded (n, K) and box_size (n,) must agree; "
+                         f"got {points.shape}, {occluded.shape}, {np.shape(box_size)}")
+    for name, v in (("sigma", sigma), ("mislabel_sigma", mislabel_sigma)):
+        if not v >= 0:
+            raise ValueError(f"annotation_noise: {name} must be >= 0; got {v}")
+    for name, v in (("swap_prob", swap_prob), ("mislabel_prob", mislabel_prob)):
+        if not 0 <= v <= 1:
+            raise ValueError(f"annotation_noise: {name} must be in [0, 1]; got {v}")
+    noise = rng.standard_normal((n, K, 2))
+    guess_u = rng.uniform(size=(n, K))
+    guess = rng.standard_normal((n, K, 2))
+    swap_u = rng.uniform(size=n)
+
+    size = np.asarray(box_size, np.float64)[:, None, None]
+    labelled = points[..., 2:3] > 0
+    step = noise * sigma * size + np.where((occluded & (guess_u < mislabel_prob))[..., None], guess * mislabel_sigma * size, 0.0)
+    out = points.copy()
+    out[..., :2] = np.where(labelled, points[..., :2] + step, points[..., :2])
+    swap = swap_u < swap_prob
+    out[swap] = out[swap][:, np.asarray(flip_perm)]
+    return out
+
+
+def random_occluders(rng: np.random.Generator, boxes: np.ndarray, size: Tuple[int, int], max_fraction: float
+                     ) -> np.ndarray:
+    """One random shape per image in front of the person: masks (n, H, W) bool.
+
+    Each shape is a rectangle or an ellipse (equal chance) with aspect ratio log-uniform in [1/3, 3],
+    an area uniform in [0, ``max_fraction``] of the person's box ``boxes`` (n, 4) ``[x, y, w, h]``, and
+    its centre uniform inside the box (so it may also cover background or leave the image)."""
+    n = len(boxes)
+    H, W = size
+    if not 0 <= max_fraction <= 1:
+        raise ValueError(f"random_occluders: max_fraction must be in [0, 1]; got {max_fraction}")
+    frac = rng.uniform(0.0, max_fraction, n)
+    aspect = np.exp(rng.uniform(np.log(1 / 3), np.log(3), n))
+    ellipse = rng.uniform(size=n) < 0.5
+    where = rng.uniform(size=(n, 2))
+    boxes = np.asarray(boxes, np.float64)
+    area = frac * boxes[:, 2] * boxes[:, 3]
+    hw = np.sqrt(area * aspect) / 2  # half width
+    hh = np.sqrt(area / aspect) / 2
+    cx = boxes[:, 0] + where[:, 0] * boxes[:, 2]
+    cy = boxes[:, 1] + where[:, 1] * boxes[:, 3]
+    x = (np.arange(W) + 0.5)[None, None, :]
+    y = (np.arange(H) + 0.5)[None, :, None]
+    dx = (x - cx[:, None, None]) / np.maximum(hw, 1e-9)[:, None, None]
+    dy = (y - cy[:, None, None]) / np.maximum(hh, 1e-9)[:, None, None]
+    # An ellipse of the same area as the rectangle has semi-axes 2/sqrt(pi) times the half sides.
+    k = 2 / np.sqrt(np.pi)
+    inside_rect = (np.abs(dx) <= 1) & (np.abs(dy) <= 1)
+    inside_ell = (dx / k) ** 2 + (dy / k) ** 2 <= 1
+    return np.where(ellipse[:, None, None], inside_ell, inside_rect) & (area > 0)[:, None, None]

@@ -25,21 +25,25 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["SynthSettings", "SynthSummary", "generate", "contact_sheet", "SETTINGS_FILE", "dataset_npz_name"]
+__all__ = ["SynthSettings", "SynthSummary", "generate", "resolve_settings", "contact_sheet", "SETTINGS_FILE", "dataset_npz_name"]
 
 SETTINGS_FILE = "synth.json"
-FORMAT_VERSION = 1
+# 2: skeleton joints, exact 2D under *_gt, pose_family, has_pose_3d and occlusion per joint in every npz.
+FORMAT_VERSION = 2
 #: Images rendered per renderer call (part of the settings: per-chunk random streams depend on it).
 CHUNK = 16
 IMAGE_FORMATS = ("jpg", "png")
 _OUTPUT_DIRS = ("images", "masks", "parts", "iuv", "shards")
 _OUTPUT_FILES = ("synth_spin.npz", "synth_mvspin.npz", "densepose.json", "cameras.json", SETTINGS_FILE)
+
+# Random streams of the optional features (their own, so turning one on leaves the other draws as they were).
+_OCCLUDER_STREAM, _ANNOTATION_STREAM, _BOX_STREAM = 1_000_000, 2_000_000, 3_000_000
 
 # SPIN's box margin: scale = 1.2 x box side / 200.
 BOX_MARGIN = 1.2
@@ -52,7 +56,20 @@ def dataset_npz_name(views: int) -> str:
 
 @dataclass(frozen=True)
 class SynthSettings:
-    """Everything that determines the generated data (the worker count does not)."""
+    """Everything that determines the generated data (the worker count does not).
+
+    Beyond size and seed: the people (``families``: a subset of
+    :data:`smplfast.body.samplers.POSE_FAMILIES`, None = all), the viewpoint (see
+    :func:`smplfast.data.cameras.single_view_cameras`: ``azimuths`` degrees relative to the way the
+    person faces with ``azimuth_jitter``, ``elevation`` and ``roll`` ranges in degrees, camera
+    ``distance`` range in metres, ``fill`` the person's size as a fraction of the image side; None =
+    the engine's original ranges), annotation noise on the annotated 2D keypoints (``keypoint_noise``
+    sigma as a fraction of the box side, ``mislabel_prob`` for hidden joints, ``swap_prob`` for a
+    left/right confusion; see :func:`smplfast.data.detections.annotation_noise`), occluders covering up
+    to ``occluders`` of the box, ``bbox_jitter`` of the stored box, and whether 3D joints / SMPL
+    parameters are marked as not for training (``hide_3d``, ``hide_smpl``). ``split`` records the name
+    of a standard split (:data:`smplfast.data.splits.SPLITS`) the settings came from.
+    """
 
     num: int
     views: int = 1
@@ -63,14 +80,53 @@ class SynthSettings:
     image_format: str = "jpg"
     chunk: int = CHUNK
     format_version: int = FORMAT_VERSION
+    families: Optional[Tuple[str, ...]] = None
+    azimuths: Optional[Tuple[float, ...]] = None  # None (or "all"): any azimuth
+    azimuth_jitter: float = 10.0
+    elevation: Optional[Tuple[float, float]] = None
+    roll: Optional[Tuple[float, float]] = None
+    distance: Optional[Tuple[float, float]] = None
+    fill: Optional[Tuple[float, float]] = None
+    keypoint_noise: float = 0.0
+    mislabel_prob: float = 0.0
+    swap_prob: float = 0.0
+    occluders: float = 0.0
+    bbox_jitter: float = 0.0
+    hide_3d: bool = False
+    hide_smpl: bool = False
+    split: Optional[str] = None
 
     def validate(self) -> "SynthSettings":
+        """Check every setting (errors name the option, its command-line flag and the allowed values) and
+        return the settings with ranges and lists as tuples of floats."""
+        def flag(name):
+            return f"{name} (--{name.replace('_', '-')})"
+
         def integer(name, lo):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int; got {type(v).__name__} {v!r}")
+                raise TypeError(f"{flag(name)} must be an int; got {type(v).__name__} {v!r}")
             if v < lo:
-                raise ValueError(f"{name} must be >= {lo}; got {v}")
+                raise ValueError(f"{flag(name)} must be >= {lo}; got {v}")
+
+        def number(name, lo, hi):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not lo <= v <= hi:
+                raise ValueError(f"{flag(name)} must be a number in [{lo}, {hi}]; got {v!r}")
+            return float(v)
+
+        def span(name, lo, hi, strict_lo=False):
+            v = getattr(self, name)
+            if v is None:
+                return None
+            try:
+                a, b = (float(x) for x in v)
+            except (TypeError, ValueError):
+                raise ValueError(f"{flag(name)} must be a range (lo, hi); got {v!r}") from None
+            ok = (lo < a if strict_lo else lo <= a) and a <= b <= hi
+            if not ok:
+                raise ValueError(f"{flag(name)} must be (lo, hi) with {lo} {'<' if strict_lo else '<='} lo <= hi <= {hi}; got {v!r}")
+            return (a, b)
 
         integer("num", 1)
         integer("views", 1)
@@ -80,8 +136,54 @@ class SynthSettings:
         integer("densepose_points", 0)
         integer("chunk", 1)
         if self.image_format not in IMAGE_FORMATS:
-            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}; got {self.image_format!r}")
-        return self
+            raise ValueError(f"{flag('image_format')} must be one of {IMAGE_FORMATS}; got {self.image_format!r}")
+        from ..body.samplers import POSE_FAMILIES
+        from .splits import SPLITS
+
+        fixed = {}
+        if self.families is not None:
+            fams = (self.families,) if isinstance(self.families, str) else tuple(self.families)
+            bad = [f for f in fams if f not in POSE_FAMILIES]
+            if not fams or bad or len(set(fams)) != len(fams):
+                raise ValueError(f"{flag('families')} must be distinct names from {', '.join(POSE_FAMILIES)}; got {self.families!r}")
+            fixed["families"] = tuple(str(f) for f in fams)
+        if isinstance(self.azimuths, str) and self.azimuths == "all":  # explicit "any azimuth" (over a split)
+            fixed["azimuths"] = None
+        elif self.azimuths is not None:
+            try:
+                az = tuple(float(a) for a in self.azimuths)
+            except (TypeError, ValueError):
+                az = ()
+            if not az or not all(np.isfinite(az)):
+                raise ValueError(f"{flag('azimuths')} must be a non-empty list of angles in degrees (relative to the way "
+                                 f"the person faces), or None for any azimuth; got {self.azimuths!r}")
+            fixed["azimuths"] = az
+        fixed["azimuth_jitter"] = number("azimuth_jitter", 0.0, 180.0)
+        fixed["elevation"] = span("elevation", -90.0, 90.0)
+        fixed["roll"] = span("roll", -180.0, 180.0)
+        fixed["distance"] = span("distance", 0.0, 1000.0, strict_lo=True)
+        fixed["fill"] = span("fill", 0.0, 1.0, strict_lo=True)
+        fixed["keypoint_noise"] = number("keypoint_noise", 0.0, 1.0)
+        fixed["mislabel_prob"] = number("mislabel_prob", 0.0, 1.0)
+        fixed["swap_prob"] = number("swap_prob", 0.0, 1.0)
+        fixed["occluders"] = number("occluders", 0.0, 1.0)
+        fixed["bbox_jitter"] = number("bbox_jitter", 0.0, 0.5)
+        for name in ("hide_3d", "hide_smpl"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{flag(name)} must be a bool; got {getattr(self, name)!r}")
+            fixed[name] = bool(getattr(self, name))
+        if self.split is not None and self.split not in SPLITS:
+            raise ValueError(f"{flag('split')} must be one of {', '.join(SPLITS)}; got {self.split!r}")
+        if self.views > 1:
+            for name in ("azimuths", "elevation", "roll"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{flag(name)} applies to single-view data (views=1); a rig (views={self.views}) "
+                                     "places its cameras around the room (distance and fill still apply)")
+        return replace(self, **fixed)
+
+    def to_dict(self) -> dict:
+        """The settings as JSON values (tuples become lists), as stored in ``synth.json``."""
+        return json.loads(json.dumps(asdict(self)))
 
     @property
     def num_shards(self) -> int:
@@ -133,8 +235,11 @@ def _worker_state():
             genders.append(g)
         except FileNotFoundError:
             pass
-    models = {g[0]: SMPL(gender=g, keypoints="spin_49") for g in genders} if len(genders) == 2 \
-        else {"n": SMPL(keypoints="spin_49")}
+    # SPIN's 49 keypoints, then the SMPL skeleton joints that are not among them (the skeleton keys).
+    spin49, smpl24 = keypoint_names("spin_49"), keypoint_names("smpl_24")
+    names = list(spin49) + [j for j in smpl24 if j not in spin49]
+    models = {g[0]: SMPL(gender=g, keypoints=names) for g in genders} if len(genders) == 2 \
+        else {"n": SMPL(keypoints=names)}
     for m in models.values():
         m.eval()
     first = next(iter(models.values()))
@@ -150,6 +255,9 @@ def _worker_state():
         models=models,
         renderer=BodyRenderer.from_model(first),
         flip_openpose=np.asarray(flip_permutation("openpose_25")),
+        flip_spin24=np.asarray(flip_permutation("spin_24")),
+        flip_smpl24=np.asarray(flip_permutation("smpl_24")),
+        smpl24=np.asarray([names.index(j) for j in smpl24]),
         swap_groups=[arm, leg],
         pelvis=op_names.index("mid_hip_openpose"),  # SPIN fits mid_hip with SMPL's pelvis joint
     )
@@ -210,8 +318,8 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
     from ..body.samplers import axis_angle_to_matrix, matrix_to_axis_angle, sample_betas, sample_poses
     from ..render import PerspectiveCamera, iuv_to_uint8
     from .backgrounds import random_backgrounds, random_lights, random_part_textures
-    from .cameras import rig_cameras, single_view_cameras
-    from .detections import occlusion, simulate_detections
+    from .cameras import facing_azimuth, rig_cameras, single_view_cameras
+    from .detections import annotation_noise, occlusion, random_occluders, simulate_detections
 
     out = Path(out_dir)
     paths = _shard_paths(out, index)
@@ -235,30 +343,39 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
 
         # People: gender, pose, shape.
         genders = np.array(sorted(st["models"]))[rng.integers(0, len(st["models"]), n)]
-        poses = sample_poses(n, seed=rng)
+        poses, family = sample_poses(n, family=settings.families, seed=rng, return_family=True)
         betas = sample_betas(n, 10, seed=rng)
         verts = np.zeros((n, st["renderer"].num_vertices, 3), np.float32)
         joints = np.zeros((n, 49, 3), np.float64)
+        skeleton = np.zeros((n, 24, 3), np.float64)
         with torch.no_grad():
             for g, model in st["models"].items():
                 idx = np.flatnonzero(genders == g)
                 if len(idx):
                     o = model(global_orient=poses[idx, :3], body_pose=poses[idx, 3:], betas=betas[idx])
                     verts[idx] = o.vertices.numpy()
-                    joints[idx] = o.joints.double().numpy()
+                    joints[idx] = o.joints[:, :49].double().numpy()
+                    skeleton[idx] = o.joints[:, st["smpl24"]].double().numpy()
         lap("pose")
 
         # Placement in the world and cameras.
         pelvis = joints[:, st["pelvis"]].copy()  # = the root joint J0, which the global rotation keeps fixed
         vmin, vmax = verts.min(1).astype(np.float64), verts.max(1).astype(np.float64)
         extent = (vmax - vmin).max(1)
+        Rg = axis_angle_to_matrix(poses[:, :3].double()).numpy()
+        ranges = {k: v for k, v in (("distance" if V == 1 else "radius", settings.distance),
+                                    ("fraction", settings.fill)) if v is not None}
         if V == 1:
             transl = -pelvis
-            cams = single_view_cameras(rng, pelvis + transl, extent, S).reshape(n, 1)
+            if settings.roll is not None:
+                ranges["roll_deg"] = settings.roll
+            cams = single_view_cameras(rng, pelvis + transl, extent, S, azimuths_deg=settings.azimuths,
+                                       azimuth_jitter_deg=settings.azimuth_jitter, facing=facing_azimuth(Rg),
+                                       elevation_deg=settings.elevation, **ranges).reshape(n, 1)
         else:
             where = rng.uniform(-1.0, 1.0, (n, 2))
             transl = np.stack([where[:, 0] - pelvis[:, 0], -vmin[:, 1], where[:, 1] - pelvis[:, 2]], -1)
-            cams = rig_cameras(rng, pelvis + transl, extent, S, V)
+            cams = rig_cameras(rng, pelvis + transl, extent, S, V, **ranges)
         textures = random_part_textures(rng, n)
         # One camera: light from its side of the person; a rig: anywhere (some views are backlit).
         eye = -np.einsum("nji,nj->ni", cams.rotation[:, 0], cams.translation[:, 0]) - (pelvis + transl)
@@ -266,9 +383,9 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
         verts += transl[:, None, :].astype(np.float32)
         joints_world = joints + transl[:, None, :]
         joints_cam = cams.to_camera(joints_world[:, None].repeat(V, 1))  # (n, V, 49, 3)
+        skeleton_cam = cams.to_camera((skeleton + transl[:, None, :])[:, None].repeat(V, 1))  # (n, V, 24, 3)
 
         # SMPL parameters in each camera's frame: orientation R_c R_g; translation keeping J0 in place.
-        Rg = axis_angle_to_matrix(poses[:, :3].double()).numpy()
         Rc = cams.rotation
         orient_cam = matrix_to_axis_angle(torch.from_numpy(Rc @ Rg[:, None])).numpy()
         pose_cam = np.concatenate([orient_cam, np.repeat(poses[:, None, 3:].double().numpy(), V, 1)], -1)
@@ -279,10 +396,14 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
         B = n * V
         uv_all = cams.project(joints_cam).reshape(B, 49, 2)
         z_all = joints_cam[..., 2].reshape(B, 49)
+        uv_skel = cams.project(skeleton_cam).reshape(B, 24, 2)
+        z_skel = skeleton_cam[..., 2].reshape(B, 24)
+        skel_occ = np.zeros((B, 24))
         flat = cams.reshape(B)
         stems = [s for row in _image_names(settings, start, stop) for s in row]
         ext = settings.image_format
         bbox = np.zeros((B, 4))
+        box_size = np.zeros(B)
         openpose = np.zeros((B, 25, 3))
         coco_vis = np.zeros((B, 24))
         dp_points: List[Optional[dict]] = [None] * B
@@ -310,11 +431,27 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
             lap("render")
 
             k = c1 - c0
+            # Person boxes from the silhouettes (from the projected joints when nobody is visible).
+            bb = _bboxes(sil)
+            empty = bb[:, 2] == 0
+            if empty.any():
+                uv = np.nan_to_num(uv_all[c0:c1][empty]).clip(0, S)
+                lo, hi = uv.min(1), uv.max(1)
+                bb[empty] = np.concatenate([lo, np.maximum(hi - lo, 1.0)], -1)
             bg, _ = random_backgrounds(crng, k, S, S)
             gain = crng.uniform(0.85, 1.15, (k, 1, 1, 3)).astype(np.float32)  # exposure and colour cast
             sigma = crng.uniform(0.0, 0.04, (k, 1, 1, 1)).astype(np.float32)
             noise = crng.standard_normal((k, S, S, 3), dtype=np.float32)
-            img = np.where(sil[..., None], rgb, bg) * gain + noise * sigma
+            img = np.where(sil[..., None], rgb, bg)
+            seen_depth = depth  # what hides a joint: the body, and occluders in front of everything
+            occluder = np.zeros(sil.shape, bool)
+            if settings.occluders > 0:  # own stream: the same people and cameras with or without occluders
+                orng = np.random.default_rng([settings.seed, index, _OCCLUDER_STREAM + c0 // settings.chunk])
+                occluder = random_occluders(orng, bb, (S, S), settings.occluders)
+                texture, _ = random_backgrounds(orng, k, S, S)
+                img = np.where(occluder[..., None], texture, img)
+                seen_depth = np.where(occluder, np.float32(1e-3), depth)
+            img = img * gain + noise * sigma
             img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             lap("composite")
 
@@ -331,21 +468,23 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
                 _save_png(out / "iuv" / f"{stem}.png", iuv8[j])
             lap("write")
 
-            # Boxes, detections, DensePose points.
-            bb = _bboxes(sil)
-            empty = bb[:, 2] == 0
-            if empty.any():  # nobody visible: fall back to the projected joints (clipped to the image)
-                uv = np.nan_to_num(uv_all[c0:c1][empty]).clip(0, S)
-                lo, hi = uv.min(1), uv.max(1)
-                bb[empty] = np.concatenate([lo, np.maximum(hi - lo, 1.0)], -1)
-            bbox[c0:c1] = bb
+            # Detections, occlusion of the joints, the stored (annotated) box, DensePose points.
             person_size = bb[:, 2:].max(1)
-            openpose[c0:c1] = simulate_detections(crng, uv_all[c0:c1, :25], z_all[c0:c1, :25], depth, person_size,
+            box_size[c0:c1] = person_size
+            openpose[c0:c1] = simulate_detections(crng, uv_all[c0:c1, :25], z_all[c0:c1, :25], seen_depth, person_size,
                                                   st["flip_openpose"], swap_groups=st["swap_groups"])
-            coco_vis[c0:c1] = occlusion(np.nan_to_num(uv_all[c0:c1, 25:]), z_all[c0:c1, 25:], depth, 0.1, 0.2)
+            coco_vis[c0:c1] = occlusion(np.nan_to_num(uv_all[c0:c1, 25:]), z_all[c0:c1, 25:], seen_depth, 0.1, 0.2)
+            skel_occ[c0:c1] = occlusion(np.nan_to_num(uv_skel[c0:c1]), z_skel[c0:c1], seen_depth, 0.1, 0.2)
+            if settings.bbox_jitter > 0:  # a detector's box: centre and side off by N(0, jitter) of the side
+                jrng = np.random.default_rng([settings.seed, index, _BOX_STREAM + c0 // settings.chunk])
+                side = bb[:, 2:].max(1, keepdims=True)
+                centre = bb[:, :2] + bb[:, 2:] / 2 + jrng.standard_normal((k, 2)) * settings.bbox_jitter * side
+                wh = bb[:, 2:] * np.exp(jrng.standard_normal((k, 1)) * settings.bbox_jitter)
+                bb = np.concatenate([centre - wh / 2, wh], -1)
+            bbox[c0:c1] = bb
             P = settings.densepose_points
             for j in range(k):
-                fg = np.flatnonzero(sil[j])
+                fg = np.flatnonzero(sil[j] & ~occluder[j])  # annotators mark only the visible body
                 if P == 0 or len(fg) == 0:
                     continue
                 pick = np.sort(crng.choice(len(fg), size=P, replace=len(fg) < P))
@@ -368,6 +507,16 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
         part = np.concatenate([uv0[:, 25:], vis[:, 25:, None]], -1)
         openpose_gt = np.concatenate([uv0[:, :25], vis[:, :25, None]], -1)
         S3 = np.concatenate([joints_cam.reshape(B, 49, 3)[:, 25:], np.ones((B, 24, 1))], -1)
+        skel_in = np.isfinite(uv_skel).all(-1) & (uv_skel >= 0).all(-1) & (uv_skel < S).all(-1) & (z_skel > 0)
+        skel_2d = np.concatenate([np.nan_to_num(uv_skel), skel_in[..., None].astype(np.float64)], -1)
+        skel_3d = skeleton_cam.reshape(B, 24, 3)
+        # Annotated 2D: the exact projections, or what a human annotator would have clicked.
+        part_ann, skel_2d_ann = part, skel_2d
+        if settings.keypoint_noise > 0 or settings.mislabel_prob > 0 or settings.swap_prob > 0:
+            arng = np.random.default_rng([settings.seed, index, _ANNOTATION_STREAM])
+            noise_kw = dict(sigma=settings.keypoint_noise, swap_prob=settings.swap_prob, mislabel_prob=settings.mislabel_prob)
+            part_ann = annotation_noise(arng, part, coco_vis > 0.5, box_size, st["flip_spin24"], **noise_kw)
+            skel_2d_ann = annotation_noise(arng, skel_2d, skel_occ > 0.5, box_size, st["flip_smpl24"], **noise_kw)
         center = bbox[:, :2] + bbox[:, 2:] / 2
         scale = BOX_MARGIN * bbox[:, 2:].max(1) / 200.0
 
@@ -388,14 +537,20 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
             "center": views(center),
             "scale": views(scale),
             "bbox": views(bbox),
-            "part": views(part),
+            "part": views(part_ann),
+            "part_gt": views(part),
             "S": views(S3),
             "openpose": views(openpose),
             "openpose_gt": views(openpose_gt),
             "pose": views(pose_cam.reshape(B, 72)),
             "shape": per_view(betas.double().numpy()),
             "transl": views(transl_cam.reshape(B, 3)),
-            "has_smpl": per_view(np.ones(n)),
+            "has_smpl": per_view(np.zeros(n) if settings.hide_smpl else np.ones(n)),
+            "has_pose_3d": per_view(np.zeros(n) if settings.hide_3d else np.ones(n)),
+            "smpl_joints_2d": views(skel_2d_ann),
+            "smpl_joints_2d_gt": views(skel_2d),
+            "smpl_joints_3d": views(skel_3d),
+            "occluded": views(coco_vis),
             "gender": per_view(genders),
             "cam_rot": views(flat.rotation),
             "cam_transl": views(flat.translation),
@@ -403,9 +558,10 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
             "cam_center": views(flat.center),
             "world_transl": transl,
             "world_orient": poses[:, :3].double().numpy(),
+            "pose_family": family.numpy().astype(np.int64),
         }
         # COCO keypoints (x, y, v): v = 2 visible, 1 inside the image but hidden, 0 outside.
-        coco_xy = convert(part[..., :2], "spin_24", "coco_17")
+        coco_xy = convert(part_ann[..., :2], "spin_24", "coco_17")
         coco_v = convert(np.where(inside[:, 25:], np.where(coco_vis > 0.5, 1.0, 2.0), 0.0)[..., None], "spin_24", "coco_17")
         coco = np.concatenate([np.where(coco_v > 0, coco_xy, 0.0), coco_v], -1)
         records = []
@@ -423,7 +579,7 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
 
         _atomic_savez(paths["npz"], arrays)
         _atomic_write_bytes(paths["json"], json.dumps(records, separators=(",", ":")).encode())
-        _atomic_write_bytes(paths["done"], json.dumps({"settings": asdict(settings), "index": index}).encode())
+        _atomic_write_bytes(paths["done"], json.dumps({"settings": settings.to_dict(), "index": index}).encode())
         lap("write")
     finally:
         torch.set_num_threads(threads)
@@ -438,7 +594,7 @@ def _shard_task(args):
 # ------------------------------------------------------------------------------------------ output
 def _prepare_dir(out: Path, settings: SynthSettings, overwrite: bool) -> None:
     meta = out / SETTINGS_FILE
-    wanted = {"settings": asdict(settings)}
+    wanted = {"settings": settings.to_dict()}
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {str(out)!r} exists and is not a folder")
     if meta.is_file():
@@ -482,7 +638,7 @@ def _shard_done(out: Path, settings: SynthSettings, index: int) -> bool:
         mark = json.loads(p["done"].read_text())
     except json.JSONDecodeError:
         return False
-    return mark.get("settings") == asdict(settings) and mark.get("index") == index
+    return mark.get("settings") == settings.to_dict() and mark.get("index") == index
 
 
 def _merge(out: Path, settings: SynthSettings) -> Tuple[Path, Path, Path]:
@@ -512,7 +668,7 @@ def _merge(out: Path, settings: SynthSettings) -> Tuple[Path, Path, Path]:
     from ..body.keypoints import keypoint_names
 
     coco_names = [n.replace("_lsp", "") for n in keypoint_names("coco_17")]
-    dp = {"info": {"description": "smplfast synthetic people", "settings": asdict(settings)},
+    dp = {"info": {"description": "smplfast synthetic people", "settings": settings.to_dict()},
           "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": coco_names}],
           "images": images, "annotations": annotations}
     dp_path = out / "densepose.json"
@@ -524,30 +680,77 @@ def _merge(out: Path, settings: SynthSettings) -> Tuple[Path, Path, Path]:
     return npz, dp_path, cam_path
 
 
-def generate(out_dir, num: int, views: int = 1, size: int = 224, seed: int = 0, workers: int = 2, *,
-             shard_size: int = 64, densepose_points: int = 100, image_format: str = "jpg",
-             overwrite: bool = False, progress: bool = True) -> SynthSummary:
+def resolve_settings(split: Optional[str] = None, config=None, **options) -> SynthSettings:
+    """The :class:`SynthSettings` of a standard split (:data:`smplfast.data.splits.SPLITS`), updated by a
+    config (a mapping, or a ``.json`` / ``.yaml`` file of settings, which may itself name a ``split``),
+    updated by ``options`` whose value is not None; validated. ``num`` is required unless a split gives it."""
+    from .splits import SPLITS
+
+    names = {f.name for f in fields(SynthSettings)}
+    if config is not None and not isinstance(config, dict):
+        path = Path(config)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ValueError(f"config (--config): cannot read {str(path)!r}: {e}") from None
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                config = yaml.safe_load(text)
+            else:
+                config = json.loads(text)
+        except Exception as e:  # noqa: BLE001 - any parse error is the file's fault
+            raise ValueError(f"config (--config): {str(path)!r} is not valid {path.suffix[1:] or 'json'}: {e}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"config (--config): {str(path)!r} must hold a mapping of settings; got {type(config).__name__}")
+    config = dict(config or {})
+    split = options.pop("split", None) or split or config.get("split")
+    values: Dict[str, object] = {}
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"split (--split) must be one of {', '.join(SPLITS)}; got {split!r}")
+        values.update(SPLITS[split], split=split)
+    for source, what in ((config, "config"), ({k: v for k, v in options.items() if v is not None}, "option")):
+        unknown = sorted(set(source) - names)
+        if unknown:
+            raise ValueError(f"unknown synth {what} key(s) {unknown}; known: {sorted(names - {'format_version', 'chunk'})}")
+        values.update(source)
+    if "num" not in values:
+        raise ValueError("num (--num) is required unless a split (--split) gives the number of people")
+    return SynthSettings(**values).validate()
+
+
+def generate(out_dir, num: Optional[int] = None, views: Optional[int] = None, size: Optional[int] = None,
+             seed: Optional[int] = None, workers: int = 2, *, split: Optional[str] = None, config=None,
+             overwrite: bool = False, progress: bool = True, **options) -> SynthSummary:
     """Generate ``num`` synthetic people seen by ``views`` cameras into ``out_dir``.
 
     Args:
         out_dir: output folder (created); the layout is described in docs/DATA.md.
-        num: number of people (samples), >= 1.
-        views: 1 (one random camera per person) or V > 1 (a rig of V calibrated cameras around each
-            person, at 3-6 m from the rig centre and 1-2 m high, all aimed at the person).
-        size: square image side in pixels, >= 32.
-        seed: >= 0; the same settings give the same data (byte-identical arrays) for any ``workers``.
+        num: number of people (samples), >= 1 (a ``split`` gives a default).
+        views: 1 (one random camera per person, the default) or V > 1 (a rig of V calibrated cameras
+            around each person, at 3-6 m from the rig centre and 1-2 m high, all aimed at the person).
+        size: square image side in pixels, >= 32 (default 224).
+        seed: >= 0 (default 0, or the split's); the same settings give the same data (byte-identical
+            arrays) for any ``workers``.
         workers: processes to use (1 = in this process).
-        shard_size: people per shard (the unit of parallel work and of resuming).
-        densepose_points: DensePose points per person and image (0 = none).
-        image_format: ``"jpg"`` (quality 92) or ``"png"`` for the colour images.
+        split: a standard split of :data:`smplfast.data.splits.SPLITS` (``lab_train``, ``wild_train``,
+            ``wild_test``, ``wild_test_occ``, ``lab_test``, ``rig_train``, ``rig_test``): its settings are the
+            defaults that ``config`` and the other arguments override.
+        config: a mapping or a ``.json`` / ``.yaml`` file of settings.
         overwrite: replace data in ``out_dir`` written with other settings (otherwise a ValueError).
         progress: show a tqdm progress bar.
+        options: any other field of :class:`SynthSettings`: ``shard_size`` (people per shard, the unit of
+            parallel work and of resuming; 64), ``densepose_points`` (per person and image; 100),
+            ``image_format`` (``"jpg"`` quality 92, or ``"png"``), ``families``, ``azimuths``,
+            ``azimuth_jitter``, ``elevation``, ``roll``, ``distance``, ``fill``, ``keypoint_noise``,
+            ``mislabel_prob``, ``swap_prob``, ``occluders``, ``bbox_jitter``, ``hide_3d``, ``hide_smpl``.
 
     Re-running with the same settings skips the shards already finished. Returns a
     :class:`SynthSummary`.
     """
-    settings = SynthSettings(num=num, views=views, size=size, seed=seed, shard_size=shard_size,
-                             densepose_points=densepose_points, image_format=image_format).validate()
+    settings = resolve_settings(split=split, config=config, num=num, views=views, size=size, seed=seed, **options)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be an int >= 1; got {workers!r}")
     out = Path(out_dir).resolve()
@@ -631,14 +834,18 @@ def _draw_keypoints(img, part: np.ndarray, openpose: np.ndarray, scale: float):
     return img
 
 
-def contact_sheet(dataset_dirs: Sequence, path, *, people: int = 4, cell: int = 192) -> Path:
-    """A picture of generated samples: per image the RGB with the GT skeleton (``part``) and the simulated
-    OpenPose detections, and the IUV image next to it. A single-view folder gives a row of ``people``
-    samples, a multi-view folder one row per person with all views. Writes ``path`` (PNG)."""
+def contact_sheet(dataset_dirs: Sequence, path, *, people: int = 4, cell: int = 192, show_iuv: bool = True,
+                  labels: Optional[Sequence[str]] = None) -> Path:
+    """A picture of generated samples: per image the RGB with the annotated skeleton (``part``) and the
+    simulated OpenPose detections, and (``show_iuv``) the IUV image next to it. A single-view folder gives
+    a row of ``people`` samples, a multi-view folder a row of ``people // views`` subjects with all their
+    views. ``labels`` (one per folder) are written at the left of the rows. Writes ``path`` (PNG)."""
     from PIL import Image, ImageDraw
 
-    rows = []
-    for folder in dataset_dirs:
+    if labels is not None and len(labels) != len(dataset_dirs):
+        raise ValueError(f"contact_sheet: labels must be one per folder ({len(dataset_dirs)}); got {len(labels)}")
+    rows, row_labels = [], []
+    for which, folder in enumerate(dataset_dirs):
         folder = Path(folder)
         settings = json.loads((folder / SETTINGS_FILE).read_text())["settings"]
         V = settings["views"]
@@ -646,28 +853,41 @@ def contact_sheet(dataset_dirs: Sequence, path, *, people: int = 4, cell: int = 
             data = {k: z[k] for k in ("imgname", "iuvname", "part", "openpose")}
         if V == 1:
             data = {k: v[:, None] for k, v in data.items()}
-        groups = [list(range(min(people, len(data["imgname"]))))] if V == 1 else [[p] for p in range(min(people, len(data["imgname"])))]
-        for group in groups:
+        # One row per folder: ``people`` images, or as many rig subjects (all their views) as fit in it.
+        groups = [list(range(min(max(1, people // V), len(data["imgname"]))))]
+        for g, group in enumerate(groups):  # noqa: B007
             tiles = []
             for p in group:
                 for v in range(data["imgname"].shape[1]):
                     rgb = Image.open(folder / str(data["imgname"][p, v])).convert("RGB")
                     s = cell / rgb.width
                     rgb = _draw_keypoints(rgb.resize((cell, cell), Image.NEAREST), data["part"][p, v], data["openpose"][p, v], s)
-                    iuv = Image.open(folder / str(data["iuvname"][p, v])).convert("RGB").resize((cell, cell), Image.NEAREST)
-                    iuv_arr = np.asarray(iuv).copy()
-                    # Show I as a colour ramp so the parts stand out next to the U, V gradients.
-                    iuv_arr[..., 0] = (iuv_arr[..., 0].astype(np.int32) * 10).clip(0, 255).astype(np.uint8)
-                    tiles.append(np.concatenate([np.asarray(rgb), iuv_arr], 1))
+                    tile = [np.asarray(rgb)]
+                    if show_iuv:
+                        iuv = Image.open(folder / str(data["iuvname"][p, v])).convert("RGB").resize((cell, cell), Image.NEAREST)
+                        iuv_arr = np.asarray(iuv).copy()
+                        # Show I as a colour ramp so the parts stand out next to the U, V gradients.
+                        iuv_arr[..., 0] = (iuv_arr[..., 0].astype(np.int32) * 10).clip(0, 255).astype(np.uint8)
+                        tile.append(iuv_arr)
+                    tiles.append(np.concatenate(tile, 1))
             rows.append(np.concatenate(tiles, 1))
-    width = max(r.shape[1] for r in rows)
+            row_labels.append(labels[which] if labels is not None and g == 0 else None)
+    margin = 0 if labels is None else 120
+    width = max(r.shape[1] for r in rows) + margin
     gap = 6
     sheet = np.full((sum(r.shape[0] + gap for r in rows) - gap, width, 3), 255, np.uint8)
-    y = 0
+    y, tops = 0, []
     for r in rows:
-        sheet[y:y + r.shape[0], : r.shape[1]] = r
+        sheet[y:y + r.shape[0], margin: margin + r.shape[1]] = r
+        tops.append(y)
         y += r.shape[0] + gap
+    img = Image.fromarray(sheet)
+    if labels is not None:
+        draw = ImageDraw.Draw(img)
+        for top, text in zip(tops, row_labels):
+            if text:
+                draw.multiline_text((6, top + 6), text.replace(" ", "\n", 2), fill=(0, 0, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(path, optimize=True)
+    img.save(path, optimize=True)
     return path

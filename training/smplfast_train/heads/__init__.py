@@ -1,0 +1,1 @@
+"""Network heads: the SPIN / HMR iterative regressor (``hmr``)."""

@@ -1,0 +1,305 @@
+"""The SPIN step (TRAINING_SPEC §2.2) for the presets spin_pretrain_lab, hmr2d, hmr2d_prior, spin_static,
+spin, spin_unpaired and spin_oracle_fits.
+
+Per batch: read the current fits (in the batch's augmentation frame); run the network; with
+``run_fit`` run SMPLify (LM by default) from the network's detached prediction on the 2D keypoints in a
+virtual 224-px crop, compare with the stored fit (``fit_compare: fair`` re-fits the stored fit's
+translation first) and keep the better one in the dictionary (canonical frame, all-gathered across
+ranks); build the targets (ground-truth SMPL overrides fits; fits above the threshold supervise
+nothing; fits with |beta| > 3 supervise betas towards 0); SPIN's losses.
+
+Labels the files mark as hidden (``has_smpl = 0`` / ``has_pose_3d = 0``) never enter a loss: they are
+selected away with ``torch.where`` / boolean indexing (not multiplied by 0, which would let NaN through),
+and samples whose inputs (image, keypoints) are not finite are dropped from the batch and counted.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+import smplfast
+from smplfast.fitting import estimate_translation, weak_perspective_to_translation
+from smplfast.fitting.camera import SPIN49_IGNORED_JOINTS
+from smplfast.fitting.smplify import perspective_projection
+
+from .. import fits as fitsmod
+from ..losses import (LossWeights, betas_loss, camera_loss, keypoint_2d_loss, keypoint_3d_loss, pose_loss, prior_loss,
+                      total_loss, vertex_loss)
+from ..loop import Trainer, TrainingError
+from ..rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+__all__ = ["SpinTrainer"]
+
+
+class SpinTrainer(Trainer):
+    """SPIN and its ablation arms (see the module docstring)."""
+
+    def setup(self) -> None:
+        cfg, dev = self.cfg, self.device
+        # Neutral model with SPIN's 49 keypoints: predictions, fits and targets.
+        self.smpl = smplfast.SMPL(keypoints="spin_49").to(dev)
+        self.weights = LossWeights(scale=cfg.loss_scale, kp_2d=cfg.w_2d, kp_3d=cfg.w_3d, pose=cfg.w_pose,
+                                   betas=cfg.w_betas, vert=cfg.w_vert, cam=cfg.w_cam, prior=cfg.w_prior)
+        self.names = self.train_set.names
+        self._gt_cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self.fits = None
+        if cfg.fits != "none":
+            self.fits = self._initial_fits()
+        self.smplify = None
+        if cfg.run_fit:
+            self.smplify = smplfast.SMPLify(focal_length=cfg.focal_length, device=dev, optimizer=cfg.fit_optimizer,
+                                            num_iters=cfg.fit_iters, pose_prior=cfg.pose_prior or None)
+        self.pose_prior = None
+        if cfg.w_prior > 0:
+            from smplfast.fitting import MaxMixturePrior
+
+            self.pose_prior = MaxMixturePrior(cfg.pose_prior or None).to(dev)
+
+    # --------------------------------------------------------------------------------- the dictionary
+    def _file_gt(self, name: str) -> Tuple[np.ndarray, np.ndarray]:
+        """The file's own (canonical-frame) pose and betas: the oracle's fits and the diagnostics' GT."""
+        if name not in self._gt_cache:
+            data = self.train_set.members[self.names.index(name)].data
+            self._gt_cache[name] = (np.asarray(data["pose"], np.float32), np.asarray(data["shape"], np.float32))
+        return self._gt_cache[name]
+
+    def _initial_fits(self) -> "fitsmod.FitsDict":
+        cfg = self.cfg
+        sizes = {n: len(m) for n, m in zip(self.names, self.train_set.members)}
+        run_fits = self.run_dir / "fits"
+        if (run_fits / "fits_meta.json").is_file():  # a resumed run continues its own dictionary
+            return fitsmod.FitsDict.load(run_fits, sizes=sizes)
+        if cfg.fits == "gt":
+            return fitsmod.FitsDict.from_gt({n: self._file_gt(n) for n in self.names})
+        folder = Path(cfg.static_fits)
+        if not folder.is_absolute():
+            folder = Path(cfg.data) / folder
+        arrays = {}
+        for name, member in zip(self.names, self.train_set.members):
+            has_smpl = np.asarray(member.data["has_smpl"]) > 0
+            path = fitsmod.static_fits_path(folder, name)
+            if path.is_file():
+                sf = fitsmod.read_static_fits(path, expected_size=sizes[name])
+                arrays[name] = (sf.pose, sf.betas, sf.loss)
+            elif has_smpl.all() and not cfg.unpaired:
+                # Every row has ground-truth SMPL, which overrides the fits: the dictionary is never read.
+                pose, betas = self._file_gt(name)
+                arrays[name] = (pose, betas, np.zeros(sizes[name]))
+            else:
+                raise TrainingError(f"fits: static needs {path} (split {name!r} has samples without SMPL labels); "
+                                    f"make it with `python training/make_static_fits.py --data {Path(cfg.data) / name} "
+                                    f"--out {folder}`")
+        return fitsmod.FitsDict.from_arrays(arrays, provenance={n: f"initial fits of {n}" for n in arrays})
+
+    def save_extra_files(self) -> None:
+        if self.fits is not None:
+            self.fits.save(self.run_dir / "fits")
+
+    def extra_state(self) -> dict:
+        return {"fits_skipped_nonfinite": 0 if self.fits is None else self.fits.skipped_nonfinite}
+
+    def on_log(self, step: int) -> Dict[str, float]:
+        cfg = self.cfg
+        if self.fits is None or not cfg.diag_every or step % cfg.diag_every:
+            return {}
+        out = {}
+        for name in self.names:
+            member = self.train_set.members[self.names.index(name)]
+            hidden = np.asarray(member.data["has_smpl"]) <= 0
+            if not hidden.any():
+                continue
+            pose, betas = self._file_gt(name)
+            rows = np.flatnonzero(hidden & np.isfinite(pose).all(1) & np.isfinite(betas).all(1))[:1000]
+            if not hasattr(self, "_diag_smpl"):  # SPIN's J14 of the H36M regressor, as the evaluation
+                self._diag_smpl = smplfast.SMPL(keypoints="h36m_17").to(self.device)
+            d = self.fits.diagnostics(name, pose, betas, self._diag_smpl, rows=rows, threshold=cfg.fit_threshold)
+            out.update({f"fits_{name}_{k}": float(v) for k, v in d.items() if isinstance(v, (int, float))})
+        return out
+
+    # -------------------------------------------------------------------------------------- the step
+    def train_step(self, batch: dict):
+        cfg, dev = self.cfg, self.device
+        times: Dict[str, float] = {}
+        t0 = time.perf_counter()
+        img = batch["img"]
+        kp = batch["keypoints"]
+        # Inputs the network or the fitter reads must be finite; a bad sample is dropped, not learned.
+        ok = torch.isfinite(img).flatten(1).all(1) & torch.isfinite(kp).flatten(1).all(1)
+        dropped = int((~ok).sum())
+        if dropped:
+            batch = {k: (v[ok] if isinstance(v, torch.Tensor) else [x for x, keep in zip(v, ok.tolist()) if keep])
+                     for k, v in batch.items()}
+            img, kp = batch["img"], batch["keypoints"]
+        B = img.shape[0]
+        stats: Dict[str, float] = {"dropped_nonfinite": float(dropped)}
+        if B == 0:
+            return self._empty_loss(), stats, times
+        img, kp = img.to(dev), kp.to(dev).float()
+        has_smpl = batch["has_smpl"].to(dev).bool()
+        has_3d = batch["has_pose_3d"].to(dev).bool()
+        gt_pose = batch["pose"].to(dev).float()
+        gt_betas = batch["betas"].to(dev).float()
+        gt_j3d = batch["pose_3d"].to(dev).float()
+        # A labelled row whose label is not finite is treated as unlabelled (and counted).
+        bad_smpl = has_smpl & ~(torch.isfinite(gt_pose).all(1) & torch.isfinite(gt_betas).all(1))
+        bad_3d = has_3d & ~torch.isfinite(gt_j3d).flatten(1).all(1)
+        has_smpl, has_3d = has_smpl & ~bad_smpl, has_3d & ~bad_3d
+        stats["bad_labels"] = float(bad_smpl.sum() + bad_3d.sum())
+        gt_pose = torch.where(has_smpl[:, None], gt_pose, torch.zeros_like(gt_pose))
+        gt_betas = torch.where(has_smpl[:, None], gt_betas, torch.zeros_like(gt_betas))
+        gt_j3d = torch.where(has_3d[:, None, None], gt_j3d, torch.zeros_like(gt_j3d))
+        ds_id = batch["mixed_source"].long()
+        idx = batch["sample_index"].long()
+        rot, flip = batch["rot_angle"].double(), batch["is_flipped"].bool()
+
+        # 1. The current fits in this batch's frame.
+        if self.fits is not None:
+            opt_pose, opt_betas = self.fits.read(ds_id, idx, rot, flip, names=self.names, device=dev)
+        times["prepare"] = time.perf_counter() - t0
+
+        # 2. The network.
+        t1 = time.perf_counter()
+        out = self.net(img)
+        rotmat, betas, cam = out.rotmat, out.betas, out.cam
+        need_verts = cfg.w_vert > 0
+        pred = self.smpl(global_orient=rotmat[:, :1], body_pose=rotmat[:, 1:], betas=betas, pose2rot=False,
+                         joints_only=not need_verts)
+        pred_j = pred.joints
+        cam_t = weak_perspective_to_translation(cam, cfg.focal_length, cfg.img_res)
+        zero_rot = torch.eye(3, device=dev, dtype=pred_j.dtype).expand(B, 3, 3)
+        kp_pred = perspective_projection(pred_j, zero_rot, cam_t, cfg.focal_length,
+                                         torch.zeros(B, 2, device=dev, dtype=pred_j.dtype)) / (cfg.img_res / 2.0)
+        times["forward"] = time.perf_counter() - t1
+
+        # 3. Fitting in the loop, and the loss of the current fits (their validity).
+        valid = has_smpl.clone()
+        t2 = time.perf_counter()
+        if self.fits is not None:
+            R = cfg.fit_res
+            kp_px = torch.cat([0.5 * R * (kp[..., :2] + 1.0), kp[..., 2:]], -1)
+            centre = torch.full((B, 2), R / 2.0, device=dev)
+            if cfg.fits == "gt":
+                opt_loss = torch.zeros(B, device=dev, dtype=torch.float64)
+            else:
+                opt_loss = self._current_fit_loss(opt_pose, opt_betas, kp_px, centre)
+            if self.smplify is not None:
+                rows = ~has_smpl if cfg.fit_skip_has_smpl else torch.ones_like(has_smpl)
+                upd_mask = torch.zeros(B, dtype=torch.bool, device=dev)
+                if rows.any():
+                    r = torch.nonzero(rows).flatten()
+                    aa = matrix_to_axis_angle(rotmat.detach()[r]).reshape(-1, 72)
+                    cam_t_fit = weak_perspective_to_translation(cam.detach()[r], cfg.focal_length, R)
+                    res = self.smplify.fit(aa, betas.detach()[r], cam_t_fit, centre[r], kp_px[r])
+                    new_loss = res.reprojection_loss.mean(-1).double()
+                    acc = fitsmod.accept(new_loss, opt_loss[r])
+                    upd_mask[r] = acc
+                    opt_pose = opt_pose.clone()
+                    opt_betas = opt_betas.clone()
+                    opt_pose[r[acc]] = res.pose[acc].to(opt_pose.dtype)
+                    opt_betas[r[acc]] = res.betas[acc].to(opt_betas.dtype)
+                    opt_loss = opt_loss.clone()
+                    opt_loss[r[acc]] = new_loss[acc]
+                    stats["fit_accept"] = float(acc.float().mean())
+                    stats["fit_rows"] = float(len(r))
+                    stats["fit_new_loss"] = float(new_loss[torch.isfinite(new_loss)].mean()) if torch.isfinite(new_loss).any() else float("nan")
+                    times.update({f"fit_{k}": v for k, v in getattr(res, "timings", {}).items()
+                                  if isinstance(v, (int, float)) and k in ("camera", "body")})
+                update = self.fits.write(ds_id.cpu(), idx.cpu(), rot.cpu(), flip.cpu(), upd_mask.cpu(), opt_pose.cpu(),
+                                         opt_betas.cpu(), opt_loss.cpu(), names=self.names)
+                if self.dist.world_size > 1:
+                    self.fits.sync(update)
+                stats["fit_updated"] = float(upd_mask.sum())
+            valid = has_smpl | (opt_loss < cfg.fit_threshold)
+            stats["fit_valid"] = float(((opt_loss < cfg.fit_threshold) & ~has_smpl).float().sum()
+                                       / max(int((~has_smpl).sum()), 1))
+        times["fit"] = time.perf_counter() - t2
+
+        # 4. Targets: GT SMPL overrides the fits; extreme betas of a fit supervise towards the mean shape.
+        if self.fits is not None:
+            reset = (opt_betas.abs() > cfg.beta_reset).any(-1, keepdim=True)
+            sup_betas = torch.where(reset, torch.zeros_like(opt_betas), opt_betas)
+            target_pose = torch.where(has_smpl[:, None], gt_pose, opt_pose.to(gt_pose.dtype))
+            target_betas = torch.where(has_smpl[:, None], gt_betas, sup_betas.to(gt_betas.dtype))
+            stats["beta_reset"] = float((reset.squeeze(-1) & ~has_smpl).float().sum())
+        else:
+            target_pose, target_betas = gt_pose, gt_betas
+        target_rotmat = axis_angle_to_matrix(target_pose.reshape(B, 24, 3))
+
+        # 5. Losses.
+        terms = {
+            "kp_2d": keypoint_2d_loss(kp_pred, kp, cfg.openpose_train_weight, cfg.gt_train_weight),
+            "kp_3d": keypoint_3d_loss(pred_j[:, 25:], gt_j3d, has_3d),
+            "pose": pose_loss(rotmat, target_rotmat, valid),
+            "betas": betas_loss(betas, target_betas, valid),
+            "cam": camera_loss(cam),
+        }
+        if need_verts:
+            with torch.no_grad():
+                tv = self.smpl(global_orient=target_pose[:, :3], body_pose=target_pose[:, 3:], betas=target_betas).vertices
+            terms["vert"] = vertex_loss(pred.vertices, tv, valid)
+        if self.pose_prior is not None:
+            aa_pred = matrix_to_axis_angle(rotmat).reshape(B, 72)
+            terms["prior"] = prior_loss(aa_pred, self.pose_prior, ~has_smpl)
+        loss = total_loss(terms, self.weights)
+        stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
+        stats["loss"] = float(loss.detach())
+        stats["valid"] = float(valid.float().mean())
+        return loss, stats, times
+
+    def _current_fit_loss(self, pose, betas, kp_px, centre) -> torch.Tensor:
+        """The stored fits' loss in this batch's frame: SPIN's least-squares camera, or (fair) a robust
+        translation-only refit of it."""
+        cfg = self.cfg
+        with torch.no_grad():
+            joints = self.smpl(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas, joints_only=True).joints
+            t = estimate_translation(joints, kp_px, cfg.focal_length, centre, img_size=cfg.fit_res)
+            if cfg.fit_compare == "fair":
+                _, loss = fitsmod.refit_translation(self.smpl, pose, betas, kp_px, init_t=t, focal=cfg.focal_length,
+                                                    center=centre, joints=joints)
+            else:
+                loss = fitsmod.reprojection_loss(joints, t, kp_px, focal=cfg.focal_length, center=centre,
+                                                 ignored_joints=SPIN49_IGNORED_JOINTS).mean(-1)
+        return loss.double()
+
+    def _empty_loss(self) -> torch.Tensor:
+        return sum(p.sum() * 0.0 for p in self.model.parameters())
+
+    # ------------------------------------------------------------------------------------ evaluation
+    def evaluate(self, step: int):
+        cfg = self.cfg
+        if not self.dist.is_main or not cfg.eval_splits:
+            return None
+        from ..data import split_npz
+        from ..eval.metrics import load_eval_models
+        from ..eval.runner import evaluate_model, format_table
+
+        if not hasattr(self, "_eval_models"):  # built once per run
+            from smplfast.render import BodyRenderer
+
+            self._eval_models = load_eval_models(device=self.device)
+            self._eval_renderer = BodyRenderer.from_model()
+        results = {}
+        for split in cfg.eval_splits:
+            try:
+                split_npz(cfg.data, split)
+            except FileNotFoundError as e:
+                print(f"evaluation skipped: {e}")
+                continue
+            results[split] = evaluate_model(self.model, Path(cfg.data) / split, img_res=cfg.img_res,
+                                            max_samples=cfg.eval_max_samples or None, device=self.device,
+                                            focal_length=cfg.focal_length, models=self._eval_models,
+                                            renderer=self._eval_renderer)
+        if results:
+            import json
+
+            path = self.run_dir / "eval" / f"step_{step}.json"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"step": step, "preset": cfg.preset, "run_fit": cfg.run_fit, "fits": cfg.fits,
+                                       "results": results}))
+            tmp.replace(path)
+            print(format_table(results))
+        return results

@@ -22,7 +22,6 @@ settings give byte-identical arrays whatever the number of workers.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .._io import atomic_write, atomic_write_bytes
 
 __all__ = ["SynthSettings", "SynthSummary", "generate", "resolve_settings", "contact_sheet", "SETTINGS_FILE", "dataset_npz_name"]
 
@@ -271,16 +272,11 @@ def _shard_paths(out_dir: Path, index: int) -> Dict[str, Path]:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
 
 
 def _atomic_savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _image_names(settings: SynthSettings, start: int, stop: int) -> List[List[str]]:

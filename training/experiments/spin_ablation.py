@@ -134,7 +134,7 @@ def report(args) -> dict:
 
     runs = Path(args.runs)
     seeds = args.report_seeds or [args.seed]
-    table, pairs = {}, {}
+    table = {}
     for arm in args.arms:
         for seed in seeds:
             run = runs / f"{arm}_s{seed}"

@@ -266,8 +266,6 @@ def config_from_dict(values: Mapping[str, Any]) -> Config:
 
 def save_config(cfg: Config, path: os.PathLike) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    from smplfast._io import atomic_write_bytes
+
+    return atomic_write_bytes(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())

@@ -67,13 +67,9 @@ class DistInfo:
 
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file, fsync, rename: a kill never leaves a truncated checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from smplfast._io import atomic_write
+
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

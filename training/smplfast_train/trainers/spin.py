@@ -54,6 +54,9 @@ class SpinTrainer(Trainer):
             self.smplify = smplfast.SMPLify(focal_length=cfg.focal_length, device=dev, optimizer=cfg.fit_optimizer,
                                             num_iters=cfg.fit_iters, pose_prior=cfg.pose_prior or None)
         self.pose_prior = None
+        if cfg.preset == "hmr2d_prior" and cfg.w_prior <= 0:
+            raise TrainingError("hmr2d_prior needs w_prior > 0: calibrate it at the starting checkpoint with "
+                                "training/experiments/calibrate_prior.py and pass --set w_prior=VALUE")
         if cfg.w_prior > 0:
             from smplfast.fitting import MaxMixturePrior
 

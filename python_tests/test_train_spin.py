@@ -232,6 +232,14 @@ def test_hidden_labels_poisoned_with_nan_do_not_change_training(data, tmp_path):
         assert x["loss"] == y["loss"] and math.isfinite(x["loss"])
 
 
+def test_pictures_of_prediction_and_fit(data, tmp_path):
+    from PIL import Image
+
+    _train("spin", data, tmp_path / "pic", steps=2, pic_every=2, eval_splits=[])
+    img = Image.open(tmp_path / "pic" / "pictures" / "step_2.png")
+    assert img.size == (3 * 64, 4 * 64)  # crop, prediction, fit; four samples
+
+
 def test_nonfinite_inputs_are_dropped_and_counted(data, tmp_path):
     t = SpinTrainer(_cfg("spin", data, batch_size=4, num_steps=1), tmp_path / "nan", progress=False)
     batch = t.stream.next_batch()

@@ -248,10 +248,48 @@ class SpinTrainer(Trainer):
             aa_pred = matrix_to_axis_angle(rotmat).reshape(B, 72)
             terms["prior"] = prior_loss(aa_pred, self.pose_prior, ~has_smpl)
         loss = total_loss(terms, self.weights)
+        if cfg.pic_every and self.dist.is_main and (self.step + 1) % cfg.pic_every == 0:
+            self.pictures(self.step + 1, img, rotmat.detach(), betas.detach(), cam_t.detach(),
+                          opt_pose if self.fits is not None else None, opt_betas if self.fits is not None else None,
+                          kp, ~has_smpl)
         stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
         stats["loss"] = float(loss.detach())
         stats["valid"] = float(valid.float().mean())
         return loss, stats, times
+
+    def pictures(self, step, img, rotmat, betas, cam_t, fit_pose, fit_betas, kp, rows, count: int = 4) -> Path:
+        """``pictures/step_N.png``: for up to ``count`` samples without SMPL labels (else any), the crop,
+        the prediction over it, and the current fit over it (its camera: least squares on the keypoints,
+        f = 5000 at the crop's size)."""
+        from PIL import Image
+
+        from smplfast.data.augment import tensor_to_image
+        from smplfast.render import PerspectiveCamera, overlay
+
+        cfg = self.cfg
+        order = torch.cat([torch.nonzero(rows).flatten(), torch.nonzero(~rows).flatten()])[:count]
+        faces = self.smpl.faces
+        tiles = []
+        with torch.no_grad():
+            for i in order.tolist():
+                crop = tensor_to_image(img[i].cpu())
+                row = [crop]
+                v = self.smpl(global_orient=rotmat[i:i + 1, :1], body_pose=rotmat[i:i + 1, 1:], betas=betas[i:i + 1],
+                              pose2rot=False).vertices[0]
+                cam = PerspectiveCamera.crop_camera(cam_t[i:i + 1].cpu(), cfg.focal_length, cfg.img_res)
+                row.append(overlay(crop, v.cpu(), faces, cam))
+                if fit_pose is not None:
+                    out = self.smpl(global_orient=fit_pose[i:i + 1, :3], body_pose=fit_pose[i:i + 1, 3:],
+                                    betas=fit_betas[i:i + 1])
+                    kp_px = torch.cat([0.5 * cfg.img_res * (kp[i:i + 1, :, :2] + 1), kp[i:i + 1, :, 2:]], -1)
+                    t = estimate_translation(out.joints, kp_px, cfg.focal_length, img_size=cfg.img_res)
+                    cam = PerspectiveCamera.crop_camera(t.cpu(), cfg.focal_length, cfg.img_res)
+                    row.append(overlay(crop, out.vertices[0].cpu(), faces, cam, color=(0.86, 0.62, 0.45)))
+                tiles.append(np.concatenate(row, 1))
+        path = self.run_dir / "pictures" / f"step_{step}.png"
+        if tiles:
+            Image.fromarray(np.concatenate(tiles, 0)).save(path)
+        return path
 
     def _current_fit_loss(self, pose, betas, kp_px, centre) -> torch.Tensor:
         """The stored fits' loss in this batch's frame: SPIN's least-squares camera, or (fair) a robust

@@ -267,6 +267,22 @@ class _Killed(Exception):
     pass
 
 
+def test_worker_processes_load_the_same_batches(data):
+    from smplfast_train.data import BatchStream, build_train_set
+
+    cfg = _cfg("spin", data)
+    train = build_train_set(cfg)
+    sampler = ResumableSampler(len(train), 4, seed=1)
+    state = {"epoch": 1, "position": 4}
+    a = BatchStream(train.dataset, sampler, state, num_workers=0)
+    b = BatchStream(build_train_set(cfg).dataset, sampler, state, num_workers=2)
+    for _ in range(3):
+        x, y = a.next_batch(), b.next_batch()
+        assert torch.equal(x["img"], y["img"]) and torch.equal(x["keypoints"], y["keypoints"])
+        assert torch.equal(x["sample_index"], y["sample_index"]) and torch.equal(x["is_flipped"], y["is_flipped"])
+    assert a.state_dict() == b.state_dict() == sampler.advance(state, 3)
+
+
 def test_resume_reproduces_the_uninterrupted_run(data, tmp_path):
     """A run killed after its step-2 checkpoint and resumed ends with the same weights, fits and losses as
     the uninterrupted run."""

@@ -181,9 +181,10 @@ def report(args) -> dict:
     (runs / "report.md").write_text(md)
     print(md)
     if curves:
-        _plot(curves, runs / "spin_fits_curve.png")
+        losses = _loss_curves(runs, args.arms, args.seed)
+        _plot(curves, runs / "spin_fits_curve.png", losses)
         if args.docs:
-            _plot(curves, Path(args.docs) / "spin_fits_curve.png")
+            _plot(curves, Path(args.docs) / "spin_fits_curve.png", losses)
     return out
 
 
@@ -201,13 +202,24 @@ def _markdown(out, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(curves, path):
+def _loss_curves(runs: Path, arms, seed):
+    out = {}
+    for arm in arms:
+        log = runs / f"{arm}_s{seed}" / "log.jsonl"
+        if log.is_file():
+            rows = [json.loads(x) for x in open(log)]
+            out[arm] = ([r["step"] for r in rows], [r.get("loss_kp_2d", float("nan")) for r in rows])
+    return out
+
+
+def _plot(curves, path, losses=None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    fig, axes = plt.subplots(1, 2 if losses else 1, figsize=(10 if losses else 5, 3.4), dpi=120, squeeze=False)
+    ax = axes[0, 0]
     for arm, (s, e) in curves.items():
         ax.plot(s, e, marker="o", ms=3, label=arm)
     ax.set_xlabel("training step")
@@ -215,6 +227,15 @@ def _plot(curves, path):
     ax.set_title("wild_train fits dictionary during training")
     ax.grid(alpha=0.3)
     ax.legend()
+    if losses:
+        ax = axes[0, 1]
+        for arm, (s, v) in losses.items():
+            ax.plot(s, v, lw=1, label=arm)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("2D keypoint loss (SPIN's L_2d)")
+        ax.set_title("training loss per arm")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -232,6 +232,30 @@ def test_hidden_labels_poisoned_with_nan_do_not_change_training(data, tmp_path):
         assert x["loss"] == y["loss"] and math.isfinite(x["loss"])
 
 
+def test_nonfinite_prediction_skips_the_step_without_crashing_the_fitter(data, tmp_path):
+    t = SpinTrainer(_cfg("spin", data, batch_size=4, num_steps=3), tmp_path / "nanpred", progress=False)
+    forward = t.model.forward
+
+    def broken(img, *a, **k):
+        out = forward(img, *a, **k)
+        return out._replace(cam=out.cam * float("nan")) if t.step == 1 else out
+
+    t.model.forward = broken
+    before = t.fits.array("wild_train").copy()
+    summary = t.train()
+    assert summary["skipped_steps"] == 1 and summary["step"] == 3
+    assert np.isfinite(t.fits.array("wild_train")).all() and before.shape == t.fits.array("wild_train").shape
+
+
+def test_a_fresh_run_never_reads_another_runs_fits(data, tmp_path):
+    t, _ = _train("spin", data, tmp_path / "a", steps=3, eval_splits=[])
+    assert t.fits.updated("wild_train").any()
+    stale = tmp_path / "b" / "fits"
+    shutil.copytree(tmp_path / "a" / "fits", stale)  # a dead run's dictionary, no checkpoint
+    fresh = SpinTrainer(_cfg("spin", data, num_steps=1), tmp_path / "b", progress=False)
+    assert not fresh.fits.updated("wild_train").any()
+
+
 def test_pictures_of_prediction_and_fit(data, tmp_path):
     from PIL import Image
 
@@ -240,12 +264,15 @@ def test_pictures_of_prediction_and_fit(data, tmp_path):
     assert img.size == (3 * 64, 4 * 64)  # crop, prediction, fit; four samples
 
 
-def test_nonfinite_inputs_are_dropped_and_counted(data, tmp_path):
+def test_nonfinite_inputs_are_masked_and_counted(data, tmp_path):
     t = SpinTrainer(_cfg("spin", data, batch_size=4, num_steps=1), tmp_path / "nan", progress=False)
     batch = t.stream.next_batch()
     batch["keypoints"][1, 30, 0] = float("nan")
+    batch["img"][2, 0, 0, 0] = float("inf")
     loss, stats, _ = t.train_step(batch)
-    assert stats["dropped_nonfinite"] == 1.0 and torch.isfinite(loss)
+    assert stats["masked_nonfinite"] == 2.0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in t.model.parameters())
 
 
 # --------------------------------------------------------------------------------------- resuming

@@ -180,7 +180,7 @@ class Trainer:
         stop_reason = "num_steps"
         try:
             while self.step < cfg.num_steps:
-                if cfg.time_budget_s > 0 and self.elapsed + (time.perf_counter() - self._clock) >= cfg.time_budget_s:
+                if cfg.time_budget_s > 0 and self._out_of_time():
                     stop_reason = "time_budget_s"
                     break
                 t0 = time.perf_counter()
@@ -195,6 +195,10 @@ class Trainer:
                     dist.all_reduce(flag)
                     finite = flag.item() == 0
                 self.optimizer.zero_grad(set_to_none=True)
+                if not finite:
+                    # every rank still runs a backward (DDP's reducer expects one); nothing is applied
+                    (torch.nan_to_num(loss) * 0.0).backward()
+                    self.optimizer.zero_grad(set_to_none=True)
                 if finite:
                     loss.backward()
                     if cfg.grad_clip > 0:
@@ -234,12 +238,25 @@ class Trainer:
         return {"step": self.step, "stop_reason": stop_reason, "seconds": self.elapsed,
                 "skipped_steps": self.skipped_steps, "eval": results}
 
+    def _out_of_time(self) -> bool:
+        """The time budget is spent (on any rank: the ranks stop at the same step)."""
+        over = self.elapsed + (time.perf_counter() - self._clock) >= self.cfg.time_budget_s
+        if self.dist.world_size > 1:
+            flag = torch.tensor([1.0 if over else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = flag.item() > 0
+        return over
+
     # ----------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
         """Write ``ckpt/last.pt`` and the subclass's files (rank 0); every rank waits for it."""
         now = time.perf_counter()
         self.elapsed += now - getattr(self, "_clock", now)
         self._clock = now
+        rng_states = [self._rng_state()]
+        if self.dist.world_size > 1:  # every rank's own stream (dropout), restored per rank on resume
+            rng_states = [None] * self.dist.world_size
+            dist.all_gather_object(rng_states, self._rng_state())
         if self.dist.is_main:
             self.save_extra_files()
             state = {
@@ -252,7 +269,7 @@ class Trainer:
                 "elapsed": self.elapsed,
                 "skipped_steps": self.skipped_steps,
                 "stream": self.stream.state_dict(),
-                "rng": self._rng_state(),
+                "rng": rng_states,
                 "extra": self.extra_state(),
             }
             atomic_torch_save(state, self.run_dir / "ckpt" / "last.pt")
@@ -271,7 +288,12 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
-        self._set_rng_state(ckpt["rng"])
+        states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+        if len(states) == self.dist.world_size:
+            self._set_rng_state(states[self.dist.rank])
+        else:  # another number of processes: rank 0's stream, offset per rank
+            self._set_rng_state(states[0])
+            self._seed_everything(int(torch.randint(0, 2 ** 31 - 1, (1,))) + self.dist.rank)
         self.load_extra_state(ckpt.get("extra", {}))
         log = self.run_dir / "log.jsonl"
         if self.dist.is_main and log.is_file():  # steps after the checkpoint are run again: drop their lines

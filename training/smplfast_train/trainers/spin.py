@@ -73,9 +73,6 @@ class SpinTrainer(Trainer):
     def _initial_fits(self) -> "fitsmod.FitsDict":
         cfg = self.cfg
         sizes = {n: len(m) for n, m in zip(self.names, self.train_set.members)}
-        run_fits = self.run_dir / "fits"
-        if (run_fits / "fits_meta.json").is_file():  # a resumed run continues its own dictionary
-            return fitsmod.FitsDict.load(run_fits, sizes=sizes)
         if cfg.fits == "gt":
             return fitsmod.FitsDict.from_gt({n: self._file_gt(n) for n in self.names})
         folder = Path(cfg.static_fits)
@@ -103,11 +100,22 @@ class SpinTrainer(Trainer):
             self.fits.save(self.run_dir / "fits")
 
     def extra_state(self) -> dict:
-        return {"fits_skipped_nonfinite": 0 if self.fits is None else self.fits.skipped_nonfinite}
+        # The dictionary travels inside the checkpoint, so model and fits always belong to the same step
+        # (fits/ holds a readable copy).
+        if self.fits is None:
+            return {}
+        return {"fits": self.fits.state_dict(), "fits_skipped_nonfinite": self.fits.skipped_nonfinite}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.fits is not None:
+            if "fits" not in state:
+                raise TrainingError("the checkpoint holds no fits dictionary, but this preset uses one")
+            self.fits.load_state_dict(state["fits"])
+            self.fits.skipped_nonfinite = int(state.get("fits_skipped_nonfinite", 0))
 
     def on_log(self, step: int) -> Dict[str, float]:
         cfg = self.cfg
-        if self.fits is None or not cfg.diag_every or step % cfg.diag_every:
+        if self.fits is None or not cfg.diag_every or step % cfg.diag_every or not self.dist.is_main:
             return {}
         out = {}
         for name in self.names:
@@ -130,20 +138,20 @@ class SpinTrainer(Trainer):
         t0 = time.perf_counter()
         img = batch["img"]
         kp = batch["keypoints"]
-        # Inputs the network or the fitter reads must be finite; a bad sample is dropped, not learned.
+        # Inputs the network or the fitter reads must be finite. A bad sample is masked, not learned: its
+        # image is zeroed, its keypoints get confidence 0 and its labels and fit are ignored (the batch keeps
+        # its shape, so every DDP rank runs the same collectives).
         ok = torch.isfinite(img).flatten(1).all(1) & torch.isfinite(kp).flatten(1).all(1)
-        dropped = int((~ok).sum())
-        if dropped:
-            batch = {k: (v[ok] if isinstance(v, torch.Tensor) else [x for x, keep in zip(v, ok.tolist()) if keep])
-                     for k, v in batch.items()}
-            img, kp = batch["img"], batch["keypoints"]
+        masked = int((~ok).sum())
+        if masked:
+            img = torch.where(ok[:, None, None, None], img, torch.zeros_like(img))
+            kp = torch.where(ok[:, None, None], kp, torch.zeros_like(kp))
         B = img.shape[0]
-        stats: Dict[str, float] = {"dropped_nonfinite": float(dropped)}
-        if B == 0:
-            return self._empty_loss(), stats, times
+        stats: Dict[str, float] = {"masked_nonfinite": float(masked)}
         img, kp = img.to(dev), kp.to(dev).float()
-        has_smpl = batch["has_smpl"].to(dev).bool()
-        has_3d = batch["has_pose_3d"].to(dev).bool()
+        ok = ok.to(dev)
+        has_smpl = batch["has_smpl"].to(dev).bool() & ok
+        has_3d = batch["has_pose_3d"].to(dev).bool() & ok
         gt_pose = batch["pose"].to(dev).float()
         gt_betas = batch["betas"].to(dev).float()
         gt_j3d = batch["pose_3d"].to(dev).float()
@@ -191,6 +199,9 @@ class SpinTrainer(Trainer):
                 opt_loss = self._current_fit_loss(opt_pose, opt_betas, kp_px, centre)
             if self.smplify is not None:
                 rows = ~has_smpl if cfg.fit_skip_has_smpl else torch.ones_like(has_smpl)
+                # SMPLify starts from the prediction: a non-finite one (or a masked sample) is not fitted
+                rows = rows & ok & torch.isfinite(rotmat.detach()).flatten(1).all(1) \
+                    & torch.isfinite(betas.detach()).all(1) & torch.isfinite(cam.detach()).all(1)
                 upd_mask = torch.zeros(B, dtype=torch.bool, device=dev)
                 if rows.any():
                     r = torch.nonzero(rows).flatten()
@@ -216,7 +227,7 @@ class SpinTrainer(Trainer):
                 if self.dist.world_size > 1:
                     self.fits.sync(update)
                 stats["fit_updated"] = float(upd_mask.sum())
-            valid = has_smpl | (opt_loss < cfg.fit_threshold)
+            valid = has_smpl | ((opt_loss < cfg.fit_threshold) & ok)
             stats["fit_valid"] = float(((opt_loss < cfg.fit_threshold) & ~has_smpl).float().sum()
                                        / max(int((~has_smpl).sum()), 1))
         times["fit"] = time.perf_counter() - t2
@@ -305,9 +316,6 @@ class SpinTrainer(Trainer):
                 loss = fitsmod.reprojection_loss(joints, t, kp_px, focal=cfg.focal_length, center=centre,
                                                  ignored_joints=SPIN49_IGNORED_JOINTS).mean(-1)
         return loss.double()
-
-    def _empty_loss(self) -> torch.Tensor:
-        return sum(p.sum() * 0.0 for p in self.model.parameters())
 
     # ------------------------------------------------------------------------------------ evaluation
     def evaluate(self, step: int):

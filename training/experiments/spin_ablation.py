@@ -157,6 +157,7 @@ def report(args) -> dict:
     # The orderings of SPIN Table 1 (lower error first): "a < b" is tested on a - b < 0 per sample.
     orderings = [("spin", "spin_static"), ("spin", "hmr2d"), ("spin", "hmr2d_prior"), ("spin_static", "hmr2d"),
                  ("spin_static", "hmr2d_prior"), ("hmr2d_prior", "hmr2d"), ("spin_oracle_fits", "spin"),
+                 ("spin_oracle_fits", "spin_static"),
                  ("spin", "spin_unpaired")]
     for a, b in orderings:
         if a not in args.arms or b not in args.arms:

@@ -38,7 +38,7 @@ from typing import Dict
 
 import numpy as np
 
-__all__ = ["LAB_FAMILIES", "SPLITS", "split_names", "split_statistics"]
+__all__ = ["LAB_FAMILIES", "SPLITS", "split_statistics"]
 
 #: The pose families of the "lab" splits (narrow, upright activities, as in a motion-capture studio).
 LAB_FAMILIES = ("standing", "walking", "t_pose", "a_pose", "arms_raised")
@@ -61,11 +61,6 @@ SPLITS: Dict[str, dict] = {
     "rig_train": dict(num=1500, seed=1005, views=4, hide_smpl=True),
     "rig_test": dict(num=300, seed=1006, views=4),
 }
-
-
-def split_names():
-    """The names of :data:`SPLITS`."""
-    return tuple(SPLITS)
 
 
 def _hist(values: np.ndarray, edges) -> list:

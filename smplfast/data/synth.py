@@ -271,8 +271,11 @@ def _shard_paths(out_dir: Path, index: int) -> Dict[str, Path]:
     return {"npz": base.with_suffix(".npz"), "json": base.with_suffix(".json"), "done": base.with_suffix(".done")}
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data)
+def _labelled_2d(uv: np.ndarray, z: np.ndarray, size: int) -> np.ndarray:
+    """Exact 2D labels (..., K, 3) = (x, y, visible) of projections ``uv`` (..., K, 2) with camera depths
+    ``z``: visible = in front of the camera and inside the ``size`` x ``size`` image; NaN becomes 0."""
+    inside = np.isfinite(uv).all(-1) & (uv >= 0).all(-1) & (uv < size).all(-1) & (z > 0)
+    return np.concatenate([np.nan_to_num(uv), inside[..., None].astype(np.float64)], -1)
 
 
 def _atomic_savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
@@ -497,14 +500,11 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
             lap("annotate")
 
         # Keypoint arrays.
-        inside = np.isfinite(uv_all).all(-1) & (uv_all >= 0).all(-1) & (uv_all < S).all(-1) & (z_all > 0)
-        vis = inside.astype(np.float64)
-        uv0 = np.nan_to_num(uv_all)
-        part = np.concatenate([uv0[:, 25:], vis[:, 25:, None]], -1)
-        openpose_gt = np.concatenate([uv0[:, :25], vis[:, :25, None]], -1)
+        kp49 = _labelled_2d(uv_all, z_all, S)
+        inside = kp49[..., 2] > 0
+        part, openpose_gt = kp49[:, 25:], kp49[:, :25]
         S3 = np.concatenate([joints_cam.reshape(B, 49, 3)[:, 25:], np.ones((B, 24, 1))], -1)
-        skel_in = np.isfinite(uv_skel).all(-1) & (uv_skel >= 0).all(-1) & (uv_skel < S).all(-1) & (z_skel > 0)
-        skel_2d = np.concatenate([np.nan_to_num(uv_skel), skel_in[..., None].astype(np.float64)], -1)
+        skel_2d = _labelled_2d(uv_skel, z_skel, S)
         skel_3d = skeleton_cam.reshape(B, 24, 3)
         # Annotated 2D: the exact projections, or what a human annotator would have clicked.
         part_ann, skel_2d_ann = part, skel_2d
@@ -574,8 +574,8 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
         lap("annotate")
 
         _atomic_savez(paths["npz"], arrays)
-        _atomic_write_bytes(paths["json"], json.dumps(records, separators=(",", ":")).encode())
-        _atomic_write_bytes(paths["done"], json.dumps({"settings": settings.to_dict(), "index": index}).encode())
+        atomic_write_bytes(paths["json"], json.dumps(records, separators=(",", ":")).encode())
+        atomic_write_bytes(paths["done"], json.dumps({"settings": settings.to_dict(), "index": index}).encode())
         lap("write")
     finally:
         torch.set_num_threads(threads)
@@ -613,7 +613,7 @@ def _prepare_dir(out: Path, settings: SynthSettings, overwrite: bool) -> None:
         _remove_outputs(out)
     for d in _OUTPUT_DIRS:
         (out / d).mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(meta, json.dumps(wanted, indent=2).encode())
+    atomic_write_bytes(meta, json.dumps(wanted, indent=2).encode())
 
 
 def _remove_outputs(out: Path) -> None:
@@ -668,11 +668,11 @@ def _merge(out: Path, settings: SynthSettings) -> Tuple[Path, Path, Path]:
           "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": coco_names}],
           "images": images, "annotations": annotations}
     dp_path = out / "densepose.json"
-    _atomic_write_bytes(dp_path, json.dumps(dp, separators=(",", ":")).encode())
+    atomic_write_bytes(dp_path, json.dumps(dp, separators=(",", ":")).encode())
     cam_path = out / "cameras.json"
     cam_doc = {"convention": "X_cam = R X + t; u = f_x X/Z + c_x, v = f_y Y/Z + c_y (pixels); world: y up, metres",
                "views": settings.views, "image_size": [settings.size, settings.size], "cameras": cameras}
-    _atomic_write_bytes(cam_path, json.dumps(cam_doc, separators=(",", ":")).encode())
+    atomic_write_bytes(cam_path, json.dumps(cam_doc, separators=(",", ":")).encode())
     return npz, dp_path, cam_path
 
 

@@ -205,11 +205,6 @@ def check_output(out, families: Sequence[str] = POSE_FAMILIES, option: str = "ou
     return p
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    atomic_write_bytes(path, data)
-
-
 class _SpinPickler(pickle._Pickler):
     """Protocol-2 pickler that names numpy's array constructor ``numpy.core.multiarray._reconstruct``
     (as numpy 1.x does, and as numpy 2.x still reads), so that SPIN's numpy 1.x environments can load
@@ -253,7 +248,7 @@ def write_prior(result: dict, out) -> Path:
         meta["families"] = np.array(families)
         np.savez_compressed(buf, **gmm, **meta)
         data = buf.getvalue()
-    _atomic_write(p, data)
+    atomic_write_bytes(p, data)
     return p
 
 

@@ -20,7 +20,7 @@ import torch
 from smplfast.data import MixedDataset, SPINDataset
 from smplfast.data.augment import NO_AUGMENTATION, SPIN_AUGMENTATION
 
-__all__ = ["split_npz", "TrainSet", "build_train_set", "build_eval_set", "ResumableSampler", "BatchStream", "collate"]
+__all__ = ["split_npz", "TrainSet", "build_train_set", "ResumableSampler", "BatchStream", "collate"]
 
 
 def split_npz(data_dir, split: str) -> Tuple[Path, Path]:
@@ -59,14 +59,6 @@ def build_train_set(cfg) -> TrainSet:
     ratios = [cfg.train_splits[n] for n in names]
     mixed = MixedDataset(members, ratios, seed=cfg.seed)
     return TrainSet(mixed, names, members)
-
-
-def build_eval_set(data_dir, split: str, img_res: int, max_samples: int = 0):
-    """The test split (no augmentation) and the indices to evaluate (all, or the first ``max_samples``)."""
-    npz, root = split_npz(data_dir, split)
-    ds = SPINDataset(npz, root, is_train=False, img_res=img_res, dataset_name=split)
-    n = len(ds) if max_samples <= 0 else min(max_samples, len(ds))
-    return ds, list(range(n))
 
 
 class ResumableSampler:

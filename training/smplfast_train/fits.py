@@ -104,6 +104,15 @@ def _as_index(x, name: str, B: Optional[int] = None) -> Tensor:
     return t
 
 
+def _per_sample(t: Tensor, name: str, B: int) -> Tensor:
+    """A scalar broadcast to (B,), or a (B,) tensor; anything else is an error naming ``name``."""
+    if t.dim() == 0:
+        t = t.expand(B)
+    if t.shape != (B,):
+        raise ValueError(f"{name} must be a scalar or have shape ({B},); got {tuple(t.shape)}")
+    return t
+
+
 def _as_flag(x, name: str, B: int) -> Tensor:
     """A (B,) bool CPU tensor from a bool or 0/1 integer scalar / tensor / array (converted, never
     used as an index: a byte mask indexes rows 0/1, TRAINING_SPEC §8 S10)."""
@@ -115,11 +124,7 @@ def _as_flag(x, name: str, B: int) -> Tensor:
         if t.numel() and not bool(((t == 0) | (t == 1)).all()):
             raise ValueError(f"{name} must be boolean (or 0/1 integers); got values outside {{0, 1}}")
         t = t.to(torch.bool)
-    if t.dim() == 0:
-        t = t.expand(B)
-    if t.shape != (B,):
-        raise ValueError(f"{name} must be a scalar or have shape ({B},); got {tuple(t.shape)}")
-    return t
+    return _per_sample(t, name, B)
 
 
 def _as_angle(x, name: str, B: int, degrees: bool) -> Tensor:
@@ -127,11 +132,7 @@ def _as_angle(x, name: str, B: int, degrees: bool) -> Tensor:
     t = t.detach().to("cpu")
     if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{name} must be real angles ({'degrees' if degrees else 'radians'}); got dtype {t.dtype}")
-    t = t.to(torch.float64)
-    if t.dim() == 0:
-        t = t.expand(B)
-    if t.shape != (B,):
-        raise ValueError(f"{name} must be a scalar or have shape ({B},); got {tuple(t.shape)}")
+    t = _per_sample(t.to(torch.float64), name, B)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return torch.deg2rad(t) if degrees else t

@@ -14,6 +14,7 @@ and samples whose inputs (image, keypoints) are not finite are dropped from the 
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Dict, Tuple
@@ -196,7 +197,12 @@ class SpinTrainer(Trainer):
             if cfg.fits == "gt":
                 opt_loss = torch.zeros(B, device=dev, dtype=torch.float64)
             else:
-                opt_loss = self._current_fit_loss(opt_pose, opt_betas, kp_px, centre)
+                # Only rows whose fit can supervise or be replaced need its loss: ground-truth SMPL
+                # overrides the fit (and is not refitted unless fit_skip_has_smpl is off).
+                need = ~has_smpl if (cfg.fit_skip_has_smpl or self.smplify is None) else torch.ones_like(has_smpl)
+                opt_loss = torch.full((B,), math.inf, device=dev, dtype=torch.float64)
+                if need.any():
+                    opt_loss[need] = self._current_fit_loss(opt_pose[need], opt_betas[need], kp_px[need], centre[need])
             if self.smplify is not None:
                 rows = ~has_smpl if cfg.fit_skip_has_smpl else torch.ones_like(has_smpl)
                 # SMPLify starts from the prediction: a non-finite one (or a masked sample) is not fitted

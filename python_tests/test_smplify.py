@@ -374,3 +374,54 @@ def test_multiview_normal_equations_match_autograd(fitter_model, calibrated):
         grad[:, i] = (evaluate(x + d, rows, with_jacobian=False)[0] - evaluate(x - d, rows, with_jacobian=False)[0]) / (2 * eps)
     torch.testing.assert_close(2 * gvec, grad, atol=1e-3, rtol=1e-5)
     assert torch.allclose(H, H.transpose(1, 2))
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+@pytest.mark.parametrize("V", [2, 3, 4])
+def test_multiview_returns_a_fresh_forward_of_its_final_parameters(fitter_model, calibrated, V):
+    """Vertices, joints and reprojection losses belong to the returned parameters (MV-SPIN's fitter
+    returned those of its initialisation), for any number of views and an odd batch."""
+    from smplfast.body.samplers import axis_angle_to_matrix as aa2R
+
+    B = 3
+    pose, betas, joints, R, T, kp = make_rig(fitter_model, B, seed=31)
+    init, b0, t0 = per_view_init(pose, betas, R, T, seed=31)
+    init, b0, t0, R, T, kp = init[:, :V], b0[:, :V], t0[:, :V], R[:, :V], T[:, :V], kp[:, :V]
+    c = torch.full((B, V, 2), CENTER)
+    mv = MultiViewSMPLify(model=fitter_model, calibrated=calibrated, lm_iters=10)
+    calib = dict(cam_rot=R, cam_transl=T) if calibrated else {}
+    res = mv.fit(init, b0, None if calibrated else t0, c, kp, init_transl=torch.zeros(B, 3) if calibrated else None,
+                 **calib)
+    assert res.pose.shape == (B, V, 72) and res.betas.shape == (B, 10) and res.reprojection_loss.shape == (B, V, 49)
+    p = res.pose.reshape(B * V, 72)
+    out = fitter_model(global_orient=p[:, :3], body_pose=p[:, 3:], betas=res.betas.repeat_interleave(V, 0))
+    torch.testing.assert_close(res.vertices.reshape(B * V, -1, 3), out.vertices)
+    torch.testing.assert_close(res.joints.reshape(B * V, -1, 3), out.joints)
+    again = mv.reprojection_loss(res.pose, res.betas, res.camera_translation, c, kp, **calib)
+    torch.testing.assert_close(again, res.reprojection_loss)
+    # The fit moved away from its initialisation (so the check above can tell the two apart).
+    assert not torch.allclose(res.pose[..., 3:], init[..., 3:])
+    # The shared body starts at the per-joint rotation mean of the views, not the mean of axis-angles:
+    # views whose body poses sit at +-(pi - e) about one axis average to a rotation near pi, not to 0.
+    mv0 = MultiViewSMPLify(model=fitter_model, lm_iters=0)
+    near_pi = torch.zeros(1, 2, 72)
+    near_pi[0, 0, 3] = math.pi - 0.05
+    near_pi[0, 1, 3] = -(math.pi - 0.05)
+    body0 = mv0.fit(near_pi, torch.zeros(1, 2, 10), torch.tensor([[[0.0, 0.0, 10.0]] * 2]), torch.full((1, 2, 2), CENTER),
+                    torch.zeros(1, 2, 49, 3)).pose[0, 0, 3:6]
+    assert torch.linalg.norm(aa2R(body0) - aa2R(near_pi[0, 0, 3:6])) < 0.2, body0
+
+
+def test_multiview_calibrated_initial_translation_accounts_for_the_root_joint(fitter_model):
+    """Per-view body translations of a body at world translation 0 give back 0: SMPL rotates about
+    the root joint J0, so t_v = Rc J0 + Tc - J0, not Rc · 0 + Tc."""
+    B = 2
+    pose, betas, joints, R, T, kp = make_rig(fitter_model, B, seed=33)
+    V = R.shape[1]
+    mv = MultiViewSMPLify(model=fitter_model, calibrated=True, lm_iters=0)
+    J0 = mv._root_joint(betas)
+    t_v = (R @ J0[:, None, :, None]).squeeze(-1) + T - J0[:, None]
+    init = pose[:, None].repeat(1, V, 1)
+    init[..., :3] = samplers.matrix_to_axis_angle(R @ samplers.axis_angle_to_matrix(pose[:, :3])[:, None])
+    res = mv.fit(init, betas[:, None].repeat(1, V, 1), t_v, torch.full((B, V, 2), CENTER), kp, cam_rot=R, cam_transl=T)
+    torch.testing.assert_close(res.camera_translation[:, 0], torch.zeros(B, 3), atol=1e-4, rtol=0)

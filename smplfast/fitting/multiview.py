@@ -4,7 +4,8 @@ Two formulations:
 
 * MV-SPIN's (``calibrated=False``): the views of a person share the body pose θ̃ (69) and the shape β;
   every view keeps its own global orientation ζ⁽ᵛ⁾ and camera translation T⁽ᵛ⁾ (the cameras are not
-  known). θ̃ and β start from the mean of the per-view estimates, ζ⁽ᵛ⁾ and T⁽ᵛ⁾ from each view's,
+  known). θ̃ starts from the per-joint rotation mean of the per-view estimates (chordal mean, not an
+  arithmetic mean of axis-angles), β from their mean, ζ⁽ᵛ⁾ and T⁽ᵛ⁾ from each view's,
   refined first by SPIN's camera stage in every view.
 * Calibrated (``calibrated=True``): each view's extrinsics (R_c, T_c: X_cam = R_c X_world + T_c) and
   intrinsics are known, and one global orientation and one world translation are shared.
@@ -27,7 +28,7 @@ from .priors import angle_prior_residuals
 from .smplify import SMPLify, SMPLifyResult
 
 
-def _rotation_mean(R: Tensor) -> Tensor:
+def rotation_mean(R: Tensor) -> Tensor:
     """Chordal mean of rotations (..., V, 3, 3) -> (..., 3, 3): the mean matrix projected onto SO(3)."""
     M = R.mean(dim=-3)
     U, _, Vh = torch.linalg.svd(M)
@@ -44,7 +45,9 @@ class MultiViewSMPLify(SMPLify):
     ``fit(..., cam_rot=(B, V, 3, 3), cam_transl=(B, V, 3), focal_length=(B, V, 2) or None)`` where
     ``init_cam_t`` is then the per-view body translation estimate or None with ``init_transl`` (B, 3)
     given. Returns a :class:`SMPLifyResult` whose pose is (B, V, 72) (per-view global orientation, shared
-    body pose; calibrated: the world orientation repeated) and camera_translation (B, V, 3).
+    body pose; calibrated: the **world** orientation repeated in every view, so a view's camera-frame
+    orientation is ``cam_rot[v] @ R_world``) and camera_translation (B, V, 3) (calibrated: the world
+    translation repeated).
     """
 
     def __init__(self, *args, calibrated: bool = False, **kwargs) -> None:
@@ -80,8 +83,10 @@ class MultiViewSMPLify(SMPLify):
         joints_2d, conf, conf_body, bad, vis_v = self._prepare_keypoints(kp)
         visible = vis_v.view(B, V).any(dim=1)
 
-        # Shared body pose and shape: the mean of the per-view estimates.
-        body = pose_v.view(B, V, 72)[:, :, 3:].mean(dim=1)
+        # Shared body pose and shape: the mean of the per-view estimates (per joint the chordal mean of the
+        # rotations: an arithmetic mean of axis-angles is not a rotation average, and fails near pi).
+        body_R = ops.rodrigues(pose_v.view(B, V, 24, 3)[:, :, 1:].reshape(-1, 3)).view(B, V, 23, 3, 3)
+        body = matrix_to_axis_angle(rotation_mean(body_R.transpose(1, 2))).reshape(B, 69)
         betas = betas_v.view(B, V, -1).mean(dim=1)
         iters = torch.zeros(B, dtype=torch.long, device=kp.device)
         if not self.calibrated:
@@ -96,11 +101,14 @@ class MultiViewSMPLify(SMPLify):
         else:
             Rv = ops.rodrigues(pose_v[:, :3]).view(B, V, 3, 3)
             Rc = rot.view(B, V, 3, 3)
-            go = matrix_to_axis_angle(_rotation_mean(Rc.transpose(-1, -2) @ Rv))
+            go = matrix_to_axis_angle(rotation_mean(Rc.transpose(-1, -2) @ Rv))
             if init_transl is None:
                 if cam_t_v is None:
                     raise ValueError("MultiViewSMPLify(calibrated=True): give init_transl (B, 3) or init_cam_t (B, V, 3)")
-                tw = (Rc.transpose(-1, -2) @ (cam_t_v.view(B, V, 3) - tc.view(B, V, 3)).unsqueeze(-1)).squeeze(-1)
+                # SMPL rotates about the root joint J0, so a per-view body translation t_v (orientation
+                # Rc R_w) is the world translation Rcᵀ (t_v + J0 - Tc) - J0.
+                j0 = self._root_joint(betas)[:, None, :]
+                tw = (Rc.transpose(-1, -2) @ (cam_t_v.view(B, V, 3) + j0 - tc.view(B, V, 3)).unsqueeze(-1)).squeeze(-1) - j0
                 init_transl = tw.mean(dim=1)
             elif init_transl.shape != (B, 3):
                 raise ValueError(f"MultiViewSMPLify: init_transl must be ({B}, 3); got {tuple(init_transl.shape)}")
@@ -122,7 +130,46 @@ class MultiViewSMPLify(SMPLify):
         return self._result(x, x0, B, V, joints_2d, conf_body, center_v, calib, evaluate, iters, converged & visible,
                             bad, timings, history)
 
+    def reprojection_loss(self, pose: Tensor, betas: Tensor, transl: Tensor, camera_center: Tensor,
+                          keypoints_2d: Tensor, *, cam_rot: Optional[Tensor] = None, cam_transl: Optional[Tensor] = None,
+                          focal_length: Optional[Tensor] = None) -> Tensor:
+        """The per-keypoint reprojection term of :meth:`fit` (conf² · GMoF, SPIN's ignored joints at 0)
+        for given parameters: (B, V, Nk), the same values ``fit`` returns as ``reprojection_loss`` when
+        given its own result. ``pose`` (B, V, 72): uncalibrated, each view's pose in its camera frame;
+        calibrated, the world orientation and body in every view. ``betas`` (B, nb). ``transl``
+        (B, V, 3): uncalibrated, each view's camera translation; calibrated, the world translation.
+        Calibrated fitters need ``cam_rot`` / ``cam_transl`` (and ``focal_length``) as in :meth:`fit`."""
+        if not torch.is_tensor(keypoints_2d) or keypoints_2d.dim() != 4:
+            got = tuple(keypoints_2d.shape) if torch.is_tensor(keypoints_2d) else type(keypoints_2d).__name__
+            raise ValueError(f"MultiViewSMPLify: keypoints_2d must be (B, V, {self.num_keypoints}, 3); got {got}")
+        B, V = keypoints_2d.shape[:2]
+        kp = self._check_keypoints(keypoints_2d.reshape(B * V, *keypoints_2d.shape[2:]))
+        joints_2d, _, conf_body, _, _ = self._prepare_keypoints(kp)
+        pose_v = self._check_views(pose, B, V, (72,))
+        t_v = self._check_views(transl, B, V, (3,))
+        center_v = self._check_views(camera_center, B, V, (2,))
+        if not torch.is_tensor(betas) or tuple(betas.shape) != (B, self.num_betas):
+            raise ValueError(f"MultiViewSMPLify: betas must be ({B}, {self.num_betas}); got "
+                             f"{tuple(betas.shape) if torch.is_tensor(betas) else type(betas).__name__}")
+        calib = None
+        if self.calibrated:
+            if cam_rot is None or cam_transl is None:
+                raise ValueError("MultiViewSMPLify(calibrated=True).reprojection_loss needs cam_rot and cam_transl")
+            focal = (self._check_views(focal_length, B, V, (2,)) if focal_length is not None
+                     else kp.new_full((B * V, 2), self.focal_length))
+            calib = (self._check_views(cam_rot, B, V, (3, 3)), self._check_views(cam_transl, B, V, (3,)), focal)
+        with torch.no_grad():
+            out = self._reprojection(pose_v, betas.to(self.dtype).repeat_interleave(V, 0), t_v, center_v, joints_2d,
+                                     conf_body, calib)
+        return out.view(B, V, -1)
+
     # ---------------------------------------------------------------------------------------- parts
+    def _root_joint(self, betas: Tensor) -> Tensor:
+        """The rest-pose root joint J0 (B, 3) of the shaped body."""
+        m = self.smpl
+        J = m._J_template.to(betas.dtype)[None] + (betas @ m._J_shapedirs.to(betas.dtype)).view(-1, *m._J_template.shape)
+        return J[:, 0]
+
     def _check_views(self, t: Tensor, B: int, V: int, tail) -> Tensor:
         if not torch.is_tensor(t):
             raise TypeError(f"MultiViewSMPLify: expected a tensor of shape ({B}, {V}, {tail}); got {type(t).__name__}")

@@ -8,7 +8,8 @@
   lab / in-the-wild / occluded / rig splits of the learning experiments and their measured statistics.
 - :mod:`~smplfast.data.crop_cache`: pre-cropped images for fast small-network runs.
 """
-from .formats import DataFormatError, load_spin_npz, load_densepose_json, validate_spin_arrays, validate_densepose
+from .formats import (DataFormatError, load_spin_npz, load_densepose_json, validate_spin_arrays, validate_densepose,
+                      views_as_samples)
 from .augment import AugmentationConfig, SPIN_AUGMENTATION, NO_AUGMENTATION
 from .datasets import SPINDataset, MultiViewDataset, DensePoseDataset, MixedDataset
 from .synth import generate, resolve_settings, SynthSettings, SynthSummary
@@ -21,6 +22,7 @@ __all__ = [
     "load_densepose_json",
     "validate_spin_arrays",
     "validate_densepose",
+    "views_as_samples",
     "AugmentationConfig",
     "SPIN_AUGMENTATION",
     "NO_AUGMENTATION",

@@ -106,6 +106,7 @@ __all__ = [
     "load_densepose_json",
     "validate_densepose",
     "densepose_iuv_name",
+    "views_as_samples",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -401,3 +402,34 @@ def load_densepose_json(path: PathLike) -> Dict:
             raise DataFormatError(f"{path}: not valid json ({e})") from None
     validate_densepose(data, source=path)
     return data
+
+
+def views_as_samples(mv_npz: PathLike, out_npz: PathLike) -> str:
+    """Write the views of an MV-SPIN npz as a single-view SPIN npz: one sample per (person, view), in
+    person-major order (sample ``i * V + v``), for single-view training or evaluation on rig images.
+
+    Per-view keys lose their view axis; per-person keys (``pose_family``, ``world_*``) are repeated for
+    every view; the calibration keys become per-sample (``cam_rot`` (N·V, 3, 3), ...). Image paths are
+    unchanged, so ``out_npz`` belongs in the same folder as the images' root. Written atomically; returns
+    the output path."""
+    from .._io import atomic_write
+
+    mv_npz = os.fspath(mv_npz)
+    if not os.path.isfile(mv_npz):
+        raise FileNotFoundError(f"MV-SPIN npz not found: {mv_npz!r}")
+    with np.load(mv_npz, allow_pickle=False) as f:
+        raw = {k: f[k] for k in f.files}
+    n, v = validate_spin_arrays(raw, multiview=True, source=mv_npz)
+    out = {}
+    for key, a in raw.items():
+        spec = SPIN_KEYS.get(key)
+        if spec is not None and spec.per_person:
+            out[key] = np.repeat(a, v, axis=0)
+        elif a.ndim >= 2 and a.shape[:2] == (n, v):
+            out[key] = a.reshape(n * v, *a.shape[2:])
+        else:
+            raise DataFormatError(f"{mv_npz}: key {key!r} of shape {a.shape} has neither a (N, V) = ({n}, {v}) "
+                                  "view axis nor a per-person axis")
+    validate_spin_arrays(out, multiview=False, source=os.fspath(out_npz))
+    atomic_write(out_npz, lambda fh: np.savez(fh, **out))
+    return os.fspath(out_npz)

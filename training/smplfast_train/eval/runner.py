@@ -37,6 +37,9 @@ __all__ = ["SPLIT_FILE", "resolve_split", "load_crop_parts24", "evaluate_model",
 
 #: The file a split folder must hold.
 SPLIT_FILE = "synth_spin.npz"
+#: A rig folder's file, and the single-view copy of its views that evaluation writes next to it.
+RIG_FILE = "synth_mvspin.npz"
+RIG_VIEWS_FILE = "synth_spin_views.npz"
 
 #: Columns of :func:`format_table`, in order (those missing from every result are left out).
 TABLE_COLUMNS = ("mpjpe", "pa_mpjpe", "pve", "pa_pve", "rot_err", "pck150", "auc", "pa_pck150", "pa_auc",
@@ -45,7 +48,8 @@ TABLE_COLUMNS = ("mpjpe", "pa_mpjpe", "pve", "pa_pve", "rot_err", "pck150", "auc
 
 def resolve_split(split_dir) -> tuple:
     """``(npz_path, image_root, name)`` of a split folder (or of an npz file inside one).
-    A folder without :data:`SPLIT_FILE` raises FileNotFoundError naming the expected file."""
+    A rig folder (:data:`RIG_FILE` only) is evaluated view by view: its views are written once as the
+    single-view :data:`RIG_VIEWS_FILE` next to it. A folder with neither raises FileNotFoundError."""
     p = os.path.abspath(os.fspath(split_dir))
     if os.path.isfile(p) and p.endswith(".npz"):
         root = os.path.dirname(p)
@@ -54,9 +58,17 @@ def resolve_split(split_dir) -> tuple:
         raise FileNotFoundError(f"split folder not found: {p!r} (expected a folder made by `smplfast synth` "
                                 f"holding {SPLIT_FILE})")
     npz = os.path.join(p, SPLIT_FILE)
+    rig = os.path.join(p, RIG_FILE)
+    if not os.path.isfile(npz) and os.path.isfile(rig):
+        # A rig: every view is evaluated as a single image (the networks are single-view).
+        npz = os.path.join(p, RIG_VIEWS_FILE)
+        if not os.path.isfile(npz) or os.path.getmtime(npz) < os.path.getmtime(rig):
+            from smplfast.data import views_as_samples
+
+            views_as_samples(rig, npz)
     if not os.path.isfile(npz):
-        raise FileNotFoundError(f"split folder {p!r} has no {SPLIT_FILE} (expected a single-view folder made by "
-                                f"`smplfast synth`; multi-view rig folders hold synth_mvspin.npz instead)")
+        raise FileNotFoundError(f"split folder {p!r} has no {SPLIT_FILE} (expected a folder made by `smplfast synth`, "
+                                f"single-view, or a rig holding {RIG_FILE})")
     return npz, p, os.path.basename(p.rstrip(os.sep))
 
 

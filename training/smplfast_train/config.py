@@ -46,7 +46,7 @@ class Config:
     # ------------------------------------------------------------------ identity
     preset: str = ""
     tier: str = "cpu"
-    trainer: str = "spin"                 # which step: spin (the SPIN family)
+    trainer: str = "spin"                 # which step: spin (the SPIN family) | mvspin (multi-view batches)
     description: str = ""
 
     # ------------------------------------------------------------------ data
@@ -59,6 +59,8 @@ class Config:
     augment: bool = True                  # SPIN's flip / rotation / scale / pixel noise
     crop_cache: bool = False              # pre-cropped uint8 images (no rotation or scale augmentation)
     num_workers: int = 0                  # DataLoader worker processes
+    num_views: int = 0                    # mvspin: views per subject (the first num_views of the rig; 0 = all)
+    independent_views: bool = True        # mvspin: rotation / scale drawn per view (one flip per subject)
 
     # ------------------------------------------------------------------ model
     backbone: str = "resnet50"
@@ -91,7 +93,8 @@ class Config:
     w_prior: float = 0.0                  # hmr2d_prior: GMM + angle prior on the prediction (wild rows)
 
     # ------------------------------------------------------------------ fits
-    fits: str = "none"                    # none | static | gt (oracle) : where pseudo-GT SMPL comes from
+    fits: str = "none"                    # none | static | gt (oracle) | first_visit: where pseudo-GT SMPL comes from
+                                          # (first_visit: no fit until a sample's first fit in the loop)
     static_fits: str = "static_fits"      # folder with {split}_static_fits.npz (fits: static); relative = inside `data`
     run_fit: bool = False                 # SMPLify in the loop, updating the dictionary
     fit_optimizer: str = "lm"             # lm | adam (SPIN's procedure)
@@ -103,6 +106,9 @@ class Config:
     fit_skip_has_smpl: bool = True
     pose_prior: str = ""                  # GMM file for SMPLify and the prior loss; "" = shipped default
     beta_reset: float = 3.0               # fits with any |beta| above it supervise betas towards 0
+    mv_fit: str = "multiview"             # mvspin: multiview (MV-SPIN) | calibrated (rig extrinsics) | single_view
+    fit_threshold_views: str = "mean"     # mvspin: threshold on the mean over views | sum (MV-SPIN's code: 4x stricter)
+    l3d_target: str = "gt"                # 3D joint loss against the GT 3D joints (code) | fit (paper Eq. 5: the fit's joints)
 
     # ------------------------------------------------------------------ loop
     seed: int = 0
@@ -118,8 +124,9 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
 _CHOICES = {
-    "tier": TIERS, "trainer": ("spin",), "optimizer": ("adam", "sgd"), "lr_schedule": ("constant", "cosine"),
-    "fits": ("none", "static", "gt"), "fit_optimizer": ("lm", "adam"), "fit_compare": ("fair", "spin"),
+    "tier": TIERS, "trainer": ("spin", "mvspin"), "optimizer": ("adam", "sgd"), "lr_schedule": ("constant", "cosine"),
+    "fits": ("none", "static", "gt", "first_visit"), "mv_fit": ("multiview", "calibrated", "single_view"),
+    "fit_threshold_views": ("mean", "sum"), "l3d_target": ("gt", "fit"), "fit_optimizer": ("lm", "adam"), "fit_compare": ("fair", "spin"),
     "backbone": ("resnet50", "resnet18", "tiny"),
 }
 
@@ -206,6 +213,8 @@ def _validate(cfg: Config) -> Config:
         (cfg.threads >= 1, "threads must be >= 1"),
         (cfg.num_workers >= 0, "num_workers must be >= 0"),
         (cfg.hmr_iters >= 1, "hmr_iters must be >= 1"),
+        (cfg.num_views == 0 or cfg.num_views >= 2, f"num_views must be 0 (all) or >= 2 (a multi-view preset); got {cfg.num_views}"),
+        (cfg.l3d_target == "gt" or cfg.fits != "none", "l3d_target: fit needs fits (a dictionary to take the joints from)"),
         (bool(cfg.train_splits), "train_splits must name at least one split"),
         (all(v >= 0 for v in cfg.train_splits.values()) and abs(sum(cfg.train_splits.values()) - 1) < 1e-6,
          f"train_splits ratios must be >= 0 and sum to 1; got {cfg.train_splits}"),

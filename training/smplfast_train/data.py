@@ -3,7 +3,9 @@
 A data folder holds one subfolder per split, made by ``smplfast synth --split NAME --out DATA/NAME``
 (or any SPIN-format npz folder with a ``synth_spin.npz``). :func:`build_train_set` reads the splits of
 ``train_splits`` with SPIN's crop and augmentation at ``img_res``, flags their labels as the files say
-(``has_smpl`` / ``has_pose_3d``; everything 2D-only when ``unpaired``) and mixes them by ratio.
+(``has_smpl`` / ``has_pose_3d``; everything 2D-only when ``unpaired``) and mixes them by ratio; for
+``trainer: mvspin`` the splits are rigs (``synth_mvspin.npz``) read as
+:class:`smplfast.data.MultiViewDataset` (items with a view axis; one flip per subject).
 :class:`ResumableSampler` draws a seeded permutation per epoch, split across distributed ranks, and
 records its position so a resumed run sees exactly the batches it would have seen.
 """
@@ -17,15 +19,25 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from smplfast.data import MixedDataset, SPINDataset
+from smplfast.data import MixedDataset, MultiViewDataset, SPINDataset
 from smplfast.data.augment import NO_AUGMENTATION, SPIN_AUGMENTATION
 
 __all__ = ["split_npz", "TrainSet", "build_train_set", "ResumableSampler", "BatchStream", "collate"]
 
 
-def split_npz(data_dir, split: str) -> Tuple[Path, Path]:
-    """``(npz, image root)`` of a split folder, with a clear error when it is missing."""
+def split_npz(data_dir, split: str, multiview: bool = False) -> Tuple[Path, Path]:
+    """``(npz, image root)`` of a split folder (``synth_mvspin.npz`` with ``multiview``), with a clear
+    error when it is missing."""
     folder = Path(data_dir) / split
+    if multiview:
+        npz = folder / "synth_mvspin.npz"
+        if not npz.is_file():
+            single = (folder / "synth_spin.npz").is_file()
+            raise FileNotFoundError(
+                f"split {split!r}: {npz} not found; a multi-view preset needs rig data with V >= 2 views per person "
+                + ("(this split is single-view: its folder holds synth_spin.npz); " if single else "")
+                + f"make it with `smplfast synth --split rig_train --out {folder}` or `smplfast synth --views 4 ...`")
+        return npz, folder
     npz = folder / "synth_spin.npz"
     if not npz.is_file():
         raise FileNotFoundError(f"split {split!r}: {npz} not found; make it with "
@@ -52,10 +64,25 @@ def build_train_set(cfg) -> TrainSet:
     names = [n for n, r in cfg.train_splits.items() if r > 0]
     members = []
     aug = SPIN_AUGMENTATION if cfg.augment else NO_AUGMENTATION
+    multiview = cfg.trainer == "mvspin"
     for i, name in enumerate(names):
-        npz, root = split_npz(cfg.data, name)
-        members.append(SPINDataset(npz, root, is_train=True, augmentation=aug, img_res=cfg.img_res,
-                                   seed=cfg.seed * 1000 + i, ignore_3d=cfg.unpaired, dataset_name=name))
+        npz, root = split_npz(cfg.data, name, multiview)
+        common = dict(is_train=True, augmentation=aug, img_res=cfg.img_res, seed=cfg.seed * 1000 + i,
+                      ignore_3d=cfg.unpaired, dataset_name=name)
+        if not multiview:
+            members.append(SPINDataset(npz, root, **common))
+            continue
+        with np.load(npz, allow_pickle=False) as z:
+            nv = int(z["imgname"].shape[1]) if z["imgname"].ndim == 2 else 1
+        want = cfg.num_views or nv
+        if nv < 2 or want > nv:
+            raise ValueError(f"split {name!r} has {nv} view(s) per person; preset {cfg.preset!r} needs "
+                             f"{'at least 2' if not cfg.num_views else cfg.num_views} (num_views)")
+        members.append(MultiViewDataset(npz, root, views=list(range(want)), independent_views=cfg.independent_views,
+                                        **common))
+    if multiview and len({m.num_views for m in members}) > 1:
+        raise ValueError(f"the multi-view splits {names} have different numbers of views "
+                         f"{[m.num_views for m in members]}; set num_views to use the same number from each")
     ratios = [cfg.train_splits[n] for n in names]
     mixed = MixedDataset(members, ratios, seed=cfg.seed)
     return TrainSet(mixed, names, members)

@@ -188,8 +188,9 @@ def _stable_merge(rows: Tensor, loss: Tensor, rank: Tensor) -> Tensor:
 @dataclass
 class FitsUpdate:
     """Rows to store, already in the canonical frame: dataset id (into :attr:`FitsDict.names`),
-    sample index, pose (K, 72) float32, betas (K, 10) float32, loss (K,) float64. ``skipped`` counts
-    the rows that were masked for update but not finite (never stored)."""
+    sample index, pose (K, 72) float32, betas (K, 10) float32, loss (K,) float64, and ``aux`` (K, A)
+    float32 for a dictionary with auxiliary columns (None otherwise). ``skipped`` counts the rows that
+    were masked for update but not finite (never stored)."""
 
     ds_id: Tensor
     idx: Tensor
@@ -197,23 +198,30 @@ class FitsUpdate:
     betas: Tensor
     loss: Tensor
     skipped: int = 0
+    aux: Optional[Tensor] = None
+
+    def select(self, index: Tensor) -> "FitsUpdate":
+        return FitsUpdate(self.ds_id[index], self.idx[index], self.pose[index], self.betas[index], self.loss[index],
+                          self.skipped, None if self.aux is None else self.aux[index])
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])
 
     @staticmethod
-    def empty() -> "FitsUpdate":
+    def empty(aux_dim: int = 0) -> "FitsUpdate":
         return FitsUpdate(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
-                          torch.zeros(0, POSE_DIM), torch.zeros(0, BETAS_DIM), torch.zeros(0, dtype=torch.float64))
+                          torch.zeros(0, POSE_DIM), torch.zeros(0, BETAS_DIM), torch.zeros(0, dtype=torch.float64),
+                          aux=torch.zeros(0, aux_dim) if aux_dim else None)
 
     @staticmethod
     def cat(updates: Sequence["FitsUpdate"]) -> "FitsUpdate":
         updates = list(updates)
         if not updates:
             return FitsUpdate.empty()
+        aux = None if any(u.aux is None for u in updates) else torch.cat([u.aux for u in updates])
         return FitsUpdate(torch.cat([u.ds_id for u in updates]), torch.cat([u.idx for u in updates]),
                           torch.cat([u.pose for u in updates]), torch.cat([u.betas for u in updates]),
-                          torch.cat([u.loss for u in updates]), sum(u.skipped for u in updates))
+                          torch.cat([u.loss for u in updates]), sum(u.skipped for u in updates), aux)
 
 
 # ------------------------------------------------------------------------------------ the dictionary
@@ -227,10 +235,14 @@ class FitsDict:
     :meth:`array`, :meth:`pose`, :meth:`betas`, :meth:`loss`, :meth:`updated` give per-dataset numpy
     views. Datasets are addressed by name, by a per-sample list of names, or by a per-sample integer
     id tensor into ``names=`` (default :attr:`names`).
+
+    ``aux_dim`` > 0 adds that many auxiliary float32 columns per row after the betas (e.g. the world
+    translation of a calibrated multi-view fit). They are stored, synchronised and saved with the row,
+    but never transformed: the caller gives them in its own canonical frame (:meth:`read_aux`).
     """
 
     def __init__(self, sizes: Union[Mapping[str, int], Sequence[Tuple[str, int]]], *, default_pose=None,
-                 default_betas=None, provenance: Union[None, str, Mapping[str, str]] = None) -> None:
+                 default_betas=None, provenance: Union[None, str, Mapping[str, str]] = None, aux_dim: int = 0) -> None:
         items = list(sizes.items()) if isinstance(sizes, Mapping) else [tuple(s) for s in sizes]
         if not items:
             raise ValueError("FitsDict needs at least one dataset")
@@ -248,12 +260,16 @@ class FitsDict:
         self._size_t = torch.tensor(counts, dtype=torch.int64)
         self._offset_t = torch.cumsum(torch.tensor([0] + counts[:-1], dtype=torch.int64), 0)
         total = sum(counts)
-        self._params = torch.zeros(total, FITS_DIM, dtype=torch.float32)
+        if isinstance(aux_dim, bool) or not isinstance(aux_dim, (int, np.integer)) or aux_dim < 0:
+            raise ValueError(f"FitsDict: aux_dim must be an int >= 0; got {aux_dim!r}")
+        self.aux_dim = int(aux_dim)
+        self.width = FITS_DIM + self.aux_dim
+        self._params = torch.zeros(total, self.width, dtype=torch.float32)
         if default_pose is not None:
             self._params[:, :POSE_DIM] = _as_float(torch.as_tensor(np.asarray(default_pose, dtype=np.float32)),
                                                    "default_pose", (POSE_DIM,)).float()
         if default_betas is not None:
-            self._params[:, POSE_DIM:] = _as_float(torch.as_tensor(np.asarray(default_betas, dtype=np.float32)),
+            self._params[:, POSE_DIM:FITS_DIM] = _as_float(torch.as_tensor(np.asarray(default_betas, dtype=np.float32)),
                                                    "default_betas", (BETAS_DIM,)).float()
         if not bool(torch.isfinite(self._params).all()):
             raise ValueError("FitsDict: default_pose / default_betas contain NaN or Inf")
@@ -302,7 +318,7 @@ class FitsDict:
         for name, (pose, betas, loss) in parsed.items():
             arr = fd.array(name)
             arr[:, :POSE_DIM] = pose
-            arr[:, POSE_DIM:] = betas
+            arr[:, POSE_DIM:FITS_DIM] = betas
             fd.loss(name)[:] = loss
             fd.updated(name)[:] = bool(mark_updated)
         return fd
@@ -372,14 +388,18 @@ class FitsDict:
         return slice(o, o + self.sizes[name])
 
     def array(self, name: str) -> np.ndarray:
-        """(N, 82) float32 view (pose 72 + betas 10, canonical frame) of dataset ``name``."""
+        """(N, 82 + aux_dim) float32 view (pose 72 + betas 10 [+ aux], canonical frame) of dataset ``name``."""
         return self._params[self._slice(name)].numpy()
 
     def pose(self, name: str) -> np.ndarray:
         return self.array(name)[:, :POSE_DIM]
 
     def betas(self, name: str) -> np.ndarray:
-        return self.array(name)[:, POSE_DIM:]
+        return self.array(name)[:, POSE_DIM:FITS_DIM]
+
+    def aux(self, name: str) -> np.ndarray:
+        """(N, aux_dim) float32 view of the auxiliary columns."""
+        return self.array(name)[:, FITS_DIM:]
 
     def loss(self, name: str) -> np.ndarray:
         """(N,) float64 view: the stored fit loss (+inf: never fitted)."""
@@ -458,7 +478,12 @@ class FitsDict:
 
         p = self._params[g]
         pose = augment_smpl_pose(p[:, :POSE_DIM].double(), rot, flip)
-        return pose.to(device=device, dtype=dtype), p[:, POSE_DIM:].to(device=device, dtype=dtype)
+        return pose.to(device=device, dtype=dtype), p[:, POSE_DIM:FITS_DIM].to(device=device, dtype=dtype)
+
+    def read_aux(self, ds, idx, *, names: Optional[Sequence[str]] = None) -> Tensor:
+        """(B, aux_dim) float32 stored auxiliary columns, as stored (canonical, untransformed)."""
+        g, _, _ = self.rows(ds, idx, names)
+        return self._params[g, FITS_DIM:].clone()
 
     def read_loss(self, ds, idx, *, names: Optional[Sequence[str]] = None) -> Tensor:
         """(B,) float64 stored losses (+inf: never fitted)."""
@@ -466,10 +491,11 @@ class FitsDict:
         return self._loss[g].clone()
 
     def canonical_update(self, ds, idx, rot, flip, update_mask, pose, betas, loss=None, *,
-                         names: Optional[Sequence[str]] = None, degrees: bool = False) -> FitsUpdate:
+                         names: Optional[Sequence[str]] = None, degrees: bool = False, aux=None) -> FitsUpdate:
         """The rows ``update_mask`` selects, mapped back to the canonical frame (nothing is stored).
-        Rows whose pose, betas or loss is not finite are dropped and counted in ``skipped``; +inf is
-        allowed for the loss (unknown), NaN is not. ``loss=None`` means +inf."""
+        Rows whose pose, betas, aux or loss is not finite are dropped and counted in ``skipped``; +inf is
+        allowed for the loss (unknown), NaN is not. ``loss=None`` means +inf. ``aux`` (B, aux_dim) is
+        required exactly when the dictionary has auxiliary columns, already canonical."""
         g, ids, idx = self.rows(ds, idx, names)
         B = g.shape[0]
         rot = _as_angle(rot, "rot", B, degrees)
@@ -482,12 +508,20 @@ class FitsDict:
         else:
             loss = _as_float(loss, "loss", (B,)).to(torch.float64)
         ok = torch.isfinite(pose).all(1) & torch.isfinite(betas).all(1) & ~torch.isnan(loss)
+        if self.aux_dim:
+            if aux is None:
+                raise ValueError(f"this fits dictionary has {self.aux_dim} auxiliary columns: pass aux ({B}, {self.aux_dim})")
+            aux = _as_float(aux, "aux", (B, self.aux_dim)).float()
+            ok = ok & torch.isfinite(aux).all(1)
+        elif aux is not None:
+            raise ValueError("this fits dictionary has no auxiliary columns; aux must be None")
         skipped = int((mask & ~ok).sum())
         sel = torch.nonzero(mask & ok).flatten()
         from smplfast.data.augment import undo_smpl_pose_augmentation
 
         canon = undo_smpl_pose_augmentation(pose[sel].double(), rot[sel], flip[sel]).float()
-        return FitsUpdate(ids[sel].clone(), idx[sel].clone(), canon, betas[sel].float(), loss[sel].clone(), skipped)
+        return FitsUpdate(ids[sel].clone(), idx[sel].clone(), canon, betas[sel].float(), loss[sel].clone(), skipped,
+                          aux[sel].clone() if self.aux_dim else None)
 
     def apply(self, update: FitsUpdate, rank: Optional[Tensor] = None) -> int:
         """Store canonical rows (for a repeated row: the lowest loss, ties -> lowest ``rank``, then the
@@ -500,23 +534,29 @@ class FitsDict:
         if bool(((idx < 0) | (idx >= self._size_t[ids])).any()):
             raise IndexError("FitsUpdate has a sample index out of range")
         pose, betas, loss = update.pose.float(), update.betas.float(), update.loss.double()
-        if not (bool(torch.isfinite(pose).all()) and bool(torch.isfinite(betas).all()) and not bool(torch.isnan(loss).any())):
+        if (update.aux is None) != (self.aux_dim == 0) or (update.aux is not None and update.aux.shape[1] != self.aux_dim):
+            raise ValueError(f"FitsUpdate auxiliary columns do not match this dictionary's aux_dim={self.aux_dim}")
+        if not (bool(torch.isfinite(pose).all()) and bool(torch.isfinite(betas).all()) and not bool(torch.isnan(loss).any())
+                and (update.aux is None or bool(torch.isfinite(update.aux).all()))):
             raise ValueError("FitsUpdate holds non-finite rows; build it with canonical_update / write")
         g = self._offset_t[ids] + idx
         rank = torch.zeros_like(g) if rank is None else rank.to(torch.int64)
         win = _stable_merge(g, loss, rank)
         gw = g[win]
         self._params[gw, :POSE_DIM] = pose[win]
-        self._params[gw, POSE_DIM:] = betas[win]
+        self._params[gw, POSE_DIM:FITS_DIM] = betas[win]
+        if self.aux_dim:
+            self._params[gw, FITS_DIM:] = update.aux.float()[win]
         self._loss[gw] = loss[win]
         self._updated[gw] = True
         return int(gw.shape[0])
 
     def write(self, ds, idx, rot, flip, update_mask, pose, betas, loss=None, *, names: Optional[Sequence[str]] = None,
-              degrees: bool = False) -> FitsUpdate:
+              degrees: bool = False, aux=None) -> FitsUpdate:
         """Undo the augmentation of the rows ``update_mask`` selects and store them (canonical frame).
         Returns the stored rows as a :class:`FitsUpdate` (pass it to :meth:`sync` under DDP)."""
-        upd = self.canonical_update(ds, idx, rot, flip, update_mask, pose, betas, loss, names=names, degrees=degrees)
+        upd = self.canonical_update(ds, idx, rot, flip, update_mask, pose, betas, loss, names=names, degrees=degrees,
+                                    aux=aux)
         self.skipped_nonfinite += upd.skipped
         self.apply(upd)
         return upd
@@ -548,9 +588,10 @@ class FitsDict:
                 raise RuntimeError(f"FitsDict.sync: ranks hold different datasets: {layouts}")
             self._layout_checked = True
         K = len(upd)
-        width = 3 + POSE_DIM + BETAS_DIM
-        packed = torch.cat([upd.ds_id.double()[:, None], upd.idx.double()[:, None], upd.loss.double()[:, None],
-                            upd.pose.double(), upd.betas.double()], dim=1) if K else torch.zeros(0, width, dtype=torch.float64)
+        width = 3 + self.width
+        cols = [upd.ds_id.double()[:, None], upd.idx.double()[:, None], upd.loss.double()[:, None], upd.pose.double(),
+                upd.betas.double()] + ([upd.aux.double()] if self.aux_dim else [])
+        packed = torch.cat(cols, dim=1) if K else torch.zeros(0, width, dtype=torch.float64)
         counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
         dist.all_gather(counts, torch.tensor([K], dtype=torch.int64, device=device), group=group)
         counts = [int(c.item()) for c in counts]
@@ -558,7 +599,7 @@ class FitsDict:
         skipped = torch.tensor([upd.skipped], dtype=torch.int64, device=device)
         dist.all_reduce(skipped, group=group)
         if kmax == 0:
-            merged = FitsUpdate.empty()
+            merged = FitsUpdate.empty(self.aux_dim)
             merged.skipped = int(skipped.item())
             return merged
         buf = torch.zeros(kmax, width, dtype=torch.float64, device=device)
@@ -568,12 +609,12 @@ class FitsDict:
         allrows = torch.cat([g[:c].cpu() for g, c in zip(gathered, counts)])
         ranks = torch.cat([torch.full((c,), r, dtype=torch.int64) for r, c in enumerate(counts)])
         merged = FitsUpdate(allrows[:, 0].round().to(torch.int64), allrows[:, 1].round().to(torch.int64),
-                            allrows[:, 3:3 + POSE_DIM].float(), allrows[:, 3 + POSE_DIM:].float(), allrows[:, 2].clone(),
-                            int(skipped.item()))
+                            allrows[:, 3:3 + POSE_DIM].float(), allrows[:, 3 + POSE_DIM:3 + FITS_DIM].float(),
+                            allrows[:, 2].clone(), int(skipped.item()),
+                            allrows[:, 3 + FITS_DIM:].float() if self.aux_dim else None)
         g = self._offset_t[merged.ds_id] + merged.idx
         win = _stable_merge(g, merged.loss, ranks)
-        merged = FitsUpdate(merged.ds_id[win], merged.idx[win], merged.pose[win], merged.betas[win], merged.loss[win],
-                            merged.skipped)
+        merged = merged.select(win)
         self.apply(merged)
         return merged
 
@@ -585,7 +626,7 @@ class FitsDict:
         Call it on rank 0 only. Returns the meta file's path."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FITS_FORMAT, "fits_dim": FITS_DIM, "frame": "canonical (unflipped, unrotated camera frame)",
+        meta = {"format": FITS_FORMAT, "fits_dim": self.width, "aux_dim": self.aux_dim, "frame": "canonical (unflipped, unrotated camera frame)",
                 "loss": "mean per-keypoint SMPLify reprojection loss, virtual 224-px crop, f=5000, sigma=100",
                 "datasets": {}, "saved_unix": time.time()}
         if extra:
@@ -627,7 +668,10 @@ class FitsDict:
             names = list(want)
         else:
             names = list(dsets)
-        expect = {"fits": ("float32", lambda n: [n, FITS_DIM]), "loss": ("float64", lambda n: [n]),
+        aux_dim = int(meta.get("aux_dim", 0))
+        if aux_dim < 0 or int(meta.get("fits_dim", FITS_DIM)) != FITS_DIM + aux_dim:
+            raise FitsFileError(f"{str(mp)!r}: fits_dim {meta.get('fits_dim')} does not match {FITS_DIM} + aux_dim {aux_dim}")
+        expect = {"fits": ("float32", lambda n: [n, FITS_DIM + aux_dim]), "loss": ("float64", lambda n: [n]),
                   "updated": ("bool", lambda n: [n])}
         arrays = {}
         for name in names:
@@ -653,7 +697,8 @@ class FitsDict:
             if not np.isfinite(got["fits"]).all():
                 raise FitsFileError(f"fits of {name!r} in {str(d)!r} contain NaN or Inf")
             arrays[name] = got
-        fd = cls({n: int(dsets[n]["num"]) for n in names}, provenance={n: dsets[n].get("provenance", "") for n in names})
+        fd = cls({n: int(dsets[n]["num"]) for n in names}, provenance={n: dsets[n].get("provenance", "") for n in names},
+                 aux_dim=aux_dim)
         for name, got in arrays.items():
             fd.array(name)[:] = got["fits"]
             fd.loss(name)[:] = got["loss"]
@@ -723,7 +768,7 @@ class FitsDict:
         pa, pv = [], []
         for s in range(0, rows_t.shape[0], int(batch)):
             r = rows_t[s:s + int(batch)]
-            v_fit, j_fit = run(smpl_model, fits[r, :POSE_DIM], fits[r, POSE_DIM:])
+            v_fit, j_fit = run(smpl_model, fits[r, :POSE_DIM], fits[r, POSE_DIM:FITS_DIM])
             gp = torch.as_tensor(gt_pose[r.numpy()], dtype=dtype)
             gb = torch.as_tensor(gt_betas[r.numpy()], dtype=dtype)
             if models is None:

@@ -1,7 +1,8 @@
 """The training loops: one Trainer subclass per family of presets."""
+from .mvspin import MvSpinTrainer
 from .spin import SpinTrainer
 
 #: config.trainer -> the class that runs it.
-TRAINERS = {"spin": SpinTrainer}
+TRAINERS = {"spin": SpinTrainer, "mvspin": MvSpinTrainer}
 
-__all__ = ["SpinTrainer", "TRAINERS"]
+__all__ = ["SpinTrainer", "MvSpinTrainer", "TRAINERS"]

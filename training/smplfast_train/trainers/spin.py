@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -33,7 +34,36 @@ from ..losses import (LossWeights, betas_loss, camera_loss, keypoint_2d_loss, ke
 from ..loop import Trainer, TrainingError
 from ..rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-__all__ = ["SpinTrainer"]
+__all__ = ["SpinTrainer", "FitContext", "first_visit_fits"]
+
+
+@dataclass
+class FitContext:
+    """What the fits stage of a step sees (every tensor on the training device, rows of the batch):
+    keypoints (B, 49, 3) in normalised crop units, label and input masks, the detached prediction, the
+    stored fits read in the batch's frame, and the rows' dictionary keys and augmentation."""
+
+    kp: torch.Tensor
+    has_smpl: torch.Tensor
+    ok: torch.Tensor
+    rotmat: torch.Tensor
+    betas: torch.Tensor
+    cam: torch.Tensor
+    opt_pose: torch.Tensor
+    opt_betas: torch.Tensor
+    ds_id: torch.Tensor
+    idx: torch.Tensor
+    rot: torch.Tensor
+    flip: torch.Tensor
+
+
+def first_visit_fits(sizes: Dict[str, int], aux_dim: int = 0) -> "fitsmod.FitsDict":
+    """A dictionary with no fit yet (``fits: first_visit``): every row at the upright rest pose with loss
+    +inf, so it supervises nothing until the loop's first fit of that sample replaces it (MV-SPIN's static
+    fits are random; this is the spec's fix, §8 M11)."""
+    upright = np.zeros(72, np.float32)
+    upright[0] = np.pi  # upright in SPIN's y-down camera frame
+    return fitsmod.FitsDict(sizes, default_pose=upright, provenance="no fit yet (first_visit)", aux_dim=aux_dim)
 
 
 class SpinTrainer(Trainer):
@@ -71,9 +101,15 @@ class SpinTrainer(Trainer):
             self._gt_cache[name] = (np.asarray(data["pose"], np.float32), np.asarray(data["shape"], np.float32))
         return self._gt_cache[name]
 
+    def _file_hidden(self, name: str) -> np.ndarray:
+        """Per dictionary row: the file hides its SMPL label (has_smpl = 0)."""
+        return np.asarray(self.train_set.members[self.names.index(name)].data["has_smpl"]) <= 0
+
     def _initial_fits(self) -> "fitsmod.FitsDict":
         cfg = self.cfg
         sizes = {n: len(m) for n, m in zip(self.names, self.train_set.members)}
+        if cfg.fits == "first_visit":
+            return first_visit_fits(sizes)
         if cfg.fits == "gt":
             return fitsmod.FitsDict.from_gt({n: self._file_gt(n) for n in self.names})
         folder = Path(cfg.static_fits)
@@ -120,8 +156,7 @@ class SpinTrainer(Trainer):
             return {}
         out = {}
         for name in self.names:
-            member = self.train_set.members[self.names.index(name)]
-            hidden = np.asarray(member.data["has_smpl"]) <= 0
+            hidden = self._file_hidden(name)
             if not hidden.any():
                 continue
             pose, betas = self._file_gt(name)
@@ -191,50 +226,12 @@ class SpinTrainer(Trainer):
         valid = has_smpl.clone()
         t2 = time.perf_counter()
         if self.fits is not None:
-            R = cfg.fit_res
-            kp_px = torch.cat([0.5 * R * (kp[..., :2] + 1.0), kp[..., 2:]], -1)
-            centre = torch.full((B, 2), R / 2.0, device=dev)
-            if cfg.fits == "gt":
-                opt_loss = torch.zeros(B, device=dev, dtype=torch.float64)
-            else:
-                # Only rows whose fit can supervise or be replaced need its loss: ground-truth SMPL
-                # overrides the fit (and is not refitted unless fit_skip_has_smpl is off).
-                need = ~has_smpl if (cfg.fit_skip_has_smpl or self.smplify is None) else torch.ones_like(has_smpl)
-                opt_loss = torch.full((B,), math.inf, device=dev, dtype=torch.float64)
-                if need.any():
-                    opt_loss[need] = self._current_fit_loss(opt_pose[need], opt_betas[need], kp_px[need], centre[need])
-            if self.smplify is not None:
-                rows = ~has_smpl if cfg.fit_skip_has_smpl else torch.ones_like(has_smpl)
-                # SMPLify starts from the prediction: a non-finite one (or a masked sample) is not fitted
-                rows = rows & ok & torch.isfinite(rotmat.detach()).flatten(1).all(1) \
-                    & torch.isfinite(betas.detach()).all(1) & torch.isfinite(cam.detach()).all(1)
-                upd_mask = torch.zeros(B, dtype=torch.bool, device=dev)
-                if rows.any():
-                    r = torch.nonzero(rows).flatten()
-                    aa = matrix_to_axis_angle(rotmat.detach()[r]).reshape(-1, 72)
-                    cam_t_fit = weak_perspective_to_translation(cam.detach()[r], cfg.focal_length, R)
-                    res = self.smplify.fit(aa, betas.detach()[r], cam_t_fit, centre[r], kp_px[r])
-                    new_loss = res.reprojection_loss.mean(-1).double()
-                    acc = fitsmod.accept(new_loss, opt_loss[r])
-                    upd_mask[r] = acc
-                    opt_pose = opt_pose.clone()
-                    opt_betas = opt_betas.clone()
-                    opt_pose[r[acc]] = res.pose[acc].to(opt_pose.dtype)
-                    opt_betas[r[acc]] = res.betas[acc].to(opt_betas.dtype)
-                    opt_loss = opt_loss.clone()
-                    opt_loss[r[acc]] = new_loss[acc]
-                    stats["fit_accept"] = float(acc.float().mean())
-                    stats["fit_rows"] = float(len(r))
-                    stats["fit_new_loss"] = float(new_loss[torch.isfinite(new_loss)].mean()) if torch.isfinite(new_loss).any() else float("nan")
-                    times.update({f"fit_{k}": v for k, v in getattr(res, "timings", {}).items()
-                                  if isinstance(v, (int, float)) and k in ("camera", "body")})
-                update = self.fits.write(ds_id.cpu(), idx.cpu(), rot.cpu(), flip.cpu(), upd_mask.cpu(), opt_pose.cpu(),
-                                         opt_betas.cpu(), opt_loss.cpu(), names=self.names)
-                if self.dist.world_size > 1:
-                    self.fits.sync(update)
-                stats["fit_updated"] = float(upd_mask.sum())
-            valid = has_smpl | ((opt_loss < cfg.fit_threshold) & ok)
-            stats["fit_valid"] = float(((opt_loss < cfg.fit_threshold) & ~has_smpl).float().sum()
+            opt_pose, opt_betas, opt_loss = self._fits_stage(
+                FitContext(kp, has_smpl, ok, rotmat.detach(), betas.detach(), cam.detach(), opt_pose, opt_betas, ds_id, idx,
+                           rot, flip), stats, times)
+            thr_loss = self._threshold_loss(opt_loss)
+            valid = has_smpl | ((thr_loss < cfg.fit_threshold) & ok)
+            stats["fit_valid"] = float(((thr_loss < cfg.fit_threshold) & ~has_smpl).float().sum()
                                        / max(int((~has_smpl).sum()), 1))
         times["fit"] = time.perf_counter() - t2
 
@@ -248,6 +245,12 @@ class SpinTrainer(Trainer):
         else:
             target_pose, target_betas = gt_pose, gt_betas
         target_rotmat = axis_angle_to_matrix(target_pose.reshape(B, 24, 3))
+        if cfg.l3d_target == "fit":  # MV-SPIN paper Eq. 5: 3D joints against the supervising body's joints
+            with torch.no_grad():
+                tj = self.smpl(global_orient=target_pose[:, :3], body_pose=target_pose[:, 3:], betas=target_betas,
+                               joints_only=True).joints[:, 25:]
+            gt_j3d = torch.cat([tj, torch.ones_like(tj[..., :1])], -1)
+            has_3d = valid
 
         # 5. Losses.
         terms = {
@@ -273,6 +276,69 @@ class SpinTrainer(Trainer):
         stats["loss"] = float(loss.detach())
         stats["valid"] = float(valid.float().mean())
         return loss, stats, times
+
+    # -------------------------------------------------------------------------------- the fits stage
+    def _threshold_loss(self, opt_loss: torch.Tensor) -> torch.Tensor:
+        """The value compared with ``fit_threshold`` (SPIN: the stored mean reprojection loss)."""
+        return opt_loss
+
+    def _fits_stage(self, c: "FitContext", stats: Dict[str, float], times: Dict[str, float]):
+        """SPIN's step 3: the current fits' loss in this frame, SMPLify from the prediction (``run_fit``),
+        the better fit kept (in the batch, and in the dictionary in the canonical frame). Returns the
+        fits that supervise this batch: pose (B, 72), betas (B, 10), loss (B,) float64."""
+        cfg, dev = self.cfg, self.device
+        kp, has_smpl, ok, opt_pose, opt_betas = c.kp, c.has_smpl, c.ok, c.opt_pose, c.opt_betas
+        B = kp.shape[0]
+        R = cfg.fit_res
+        kp_px = torch.cat([0.5 * R * (kp[..., :2] + 1.0), kp[..., 2:]], -1)
+        centre = torch.full((B, 2), R / 2.0, device=dev)
+        if cfg.fits == "gt":
+            opt_loss = torch.zeros(B, device=dev, dtype=torch.float64)
+        else:
+            # Only rows whose fit can supervise or be replaced need its loss: ground-truth SMPL
+            # overrides the fit (and is not refitted unless fit_skip_has_smpl is off).
+            need = ~has_smpl if (cfg.fit_skip_has_smpl or self.smplify is None) else torch.ones_like(has_smpl)
+            if cfg.fits == "first_visit":  # a row never fitted has no fit to evaluate
+                need = need & torch.isfinite(self.fits.read_loss(c.ds_id, c.idx, names=self.names)).to(dev)
+            opt_loss = torch.full((B,), math.inf, device=dev, dtype=torch.float64)
+            if need.any():
+                opt_loss[need] = self._current_fit_loss(opt_pose[need], opt_betas[need], kp_px[need], centre[need])
+        if self.smplify is not None:
+            rows = ~has_smpl if cfg.fit_skip_has_smpl else torch.ones_like(has_smpl)
+            # SMPLify starts from the prediction: a non-finite one (or a masked sample) is not fitted
+            rows = rows & ok & torch.isfinite(c.rotmat).flatten(1).all(1) \
+                & torch.isfinite(c.betas).all(1) & torch.isfinite(c.cam).all(1)
+            upd_mask = torch.zeros(B, dtype=torch.bool, device=dev)
+            if rows.any():
+                r = torch.nonzero(rows).flatten()
+                aa = matrix_to_axis_angle(c.rotmat[r]).reshape(-1, 72)
+                cam_t_fit = weak_perspective_to_translation(c.cam[r], cfg.focal_length, R)
+                res = self.smplify.fit(aa, c.betas[r], cam_t_fit, centre[r], kp_px[r])
+                new_loss = res.reprojection_loss.mean(-1).double()
+                acc = fitsmod.accept(new_loss, opt_loss[r])
+                upd_mask[r] = acc
+                opt_pose = opt_pose.clone()
+                opt_betas = opt_betas.clone()
+                opt_pose[r[acc]] = res.pose[acc].to(opt_pose.dtype)
+                opt_betas[r[acc]] = res.betas[acc].to(opt_betas.dtype)
+                opt_loss = opt_loss.clone()
+                opt_loss[r[acc]] = new_loss[acc]
+                self._fit_stats(stats, times, acc, len(r), new_loss, res)
+            update = self.fits.write(c.ds_id.cpu(), c.idx.cpu(), c.rot.cpu(), c.flip.cpu(), upd_mask.cpu(), opt_pose.cpu(),
+                                     opt_betas.cpu(), opt_loss.cpu(), names=self.names)
+            if self.dist.world_size > 1:
+                self.fits.sync(update)
+            stats["fit_updated"] = float(upd_mask.sum())
+        return opt_pose, opt_betas, opt_loss
+
+    @staticmethod
+    def _fit_stats(stats, times, acc, rows: int, new_loss, res) -> None:
+        stats["fit_accept"] = float(acc.float().mean())
+        stats["fit_rows"] = float(rows)
+        fin = torch.isfinite(new_loss)
+        stats["fit_new_loss"] = float(new_loss[fin].mean()) if fin.any() else float("nan")
+        times.update({f"fit_{k}": v for k, v in getattr(res, "timings", {}).items()
+                      if isinstance(v, (int, float)) and k in ("camera", "body")})
 
     def pictures(self, step, img, rotmat, betas, cam_t, fit_pose, fit_betas, kp, rows, count: int = 4) -> Path:
         """``pictures/step_N.png``: for up to ``count`` samples without SMPL labels (else any), the crop,
@@ -328,9 +394,8 @@ class SpinTrainer(Trainer):
         cfg = self.cfg
         if not self.dist.is_main or not cfg.eval_splits:
             return None
-        from ..data import split_npz
         from ..eval.metrics import load_eval_models
-        from ..eval.runner import evaluate_model, format_table
+        from ..eval.runner import evaluate_model, format_table, resolve_split
 
         if not hasattr(self, "_eval_models"):  # built once per run
             from smplfast.render import BodyRenderer
@@ -340,7 +405,7 @@ class SpinTrainer(Trainer):
         results = {}
         for split in cfg.eval_splits:
             try:
-                split_npz(cfg.data, split)
+                resolve_split(Path(cfg.data) / split)
             except FileNotFoundError as e:
                 print(f"evaluation skipped: {e}")
                 continue

@@ -215,3 +215,16 @@ def test_distributed_ranks_keep_identical_multiview_fits(data, tmp_path):
     saved = fitsmod.FitsDict.load(out / "fits")
     np.testing.assert_array_equal(saved.array("rig_train"), a)
     assert saved.aux_dim == 3
+
+
+def test_l3d_target_fit_supervises_3d_joints_without_3d_labels(data, tmp_path):
+    """MV-SPIN's Eq. 5 (l3d_target: fit): the 3D joint loss compares with the supervising body's joints, so
+    it is active on rows without 3D labels; against the (absent) labels it is zero."""
+    losses = {}
+    for target in ("gt", "fit"):
+        t = MvSpinTrainer(_cfg("mvspin", data, num_steps=1, eval_splits=[], unpaired=True, fits="gt", run_fit=False,
+                               l3d_target=target), tmp_path / target, progress=False)
+        torch.manual_seed(0)
+        _, stats, _ = t.train_step(_batch(t, [0, 1, 2]))
+        losses[target] = stats["loss_kp_3d"]
+    assert losses["gt"] == 0.0 and losses["fit"] > 0 and math.isfinite(losses["fit"])

@@ -1,6 +1,8 @@
 """Time per stage of the SPIN training step (cpu tier): data, forward, fit, backward.
 
-    python benchmarks/train_step_breakdown.py --data data/synth --static-fits data/synth/static_fits --steps 30
+    python benchmarks/train_step_breakdown.py --data data/synth --steps 30 --init-checkpoint runs/spin_ablation/spin_pretrain_lab/ckpt/last.pt
+    python benchmarks/train_step_breakdown.py --data data/synth --presets mvspin,mvspin_calibrated,mvspin_sv \
+        --batches 8,16 --optimizers lm,adam       # MV-SPIN: batch = subjects (x 4 views)
 
 Runs the ``spin`` preset (``tiny`` backbone at 128², one thread) for ``--steps`` steps at each batch
 size, with SMPLify by LM (the default) and by SPIN's Adam procedure (100 + 100 iterations, lr 1e-2) on
@@ -18,12 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
 
-def measure(data, batch, optimizer, steps, threads=1, init_checkpoint="") -> dict:
+def measure(data, batch, optimizer, steps, threads=1, init_checkpoint="", preset="spin", pose_prior="") -> dict:
     import numpy as np
     import torch
-
     from smplfast_train.config import load_config
-    from smplfast_train.trainers import SpinTrainer
+    from smplfast_train.trainers import TRAINERS
 
     torch.set_num_threads(threads)
     over = {"data": str(data), "batch_size": batch, "num_steps": steps, "fit_optimizer": optimizer,
@@ -31,8 +32,11 @@ def measure(data, batch, optimizer, steps, threads=1, init_checkpoint="") -> dic
             "threads": threads}
     if init_checkpoint:
         over["init_checkpoint"] = init_checkpoint
+    if pose_prior:
+        over["pose_prior"] = pose_prior
     with tempfile.TemporaryDirectory() as tmp:
-        t = SpinTrainer(load_config("spin", "cpu", over), Path(tmp) / "run", progress=False)
+        cfg = load_config(preset, "cpu", over)
+        t = TRAINERS[cfg.trainer](cfg, Path(tmp) / "run", progress=False)
         t.train()
         lines = [json.loads(x) for x in open(Path(tmp) / "run" / "log.jsonl")][5:]
     med = {k: float(np.median([x[k] for x in lines if k in x])) for k in
@@ -40,28 +44,32 @@ def measure(data, batch, optimizer, steps, threads=1, init_checkpoint="") -> dic
     med["fit_share"] = med["time_fit"] / med["time_step"]
     med["fit_rows"] = float(np.median([x.get("fit_rows", 0) for x in lines]))
     med["fit_accept"] = float(np.mean([x.get("fit_accept", 0) for x in lines]))
-    return {"batch": batch, "optimizer": optimizer, "steps": len(lines), **med}
+    return {"preset": preset, "batch": batch, "optimizer": optimizer, "steps": len(lines), **med}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--presets", default="spin", help="comma-separated presets (mvspin*: batch = subjects)")
+    ap.add_argument("--pose-prior", default="", help="GMM for SMPLify (default: the shipped prior)")
     ap.add_argument("--batches", default="64,32")
     ap.add_argument("--optimizers", default="lm,adam")
     ap.add_argument("--init-checkpoint", default="", help="start from these weights (e.g. the lab pretrain)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows = []
-    for b in (int(x) for x in args.batches.split(",")):
-        for opt in args.optimizers.split(","):
-            r = measure(args.data, b, opt, args.steps, init_checkpoint=args.init_checkpoint)
-            rows.append(r)
-            print(json.dumps(r), flush=True)
-    print("\n| batch | SMPLify | data | forward | fit | backward | step | fit share | fitted rows | accepted |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    for preset in args.presets.split(","):
+        for b in (int(x) for x in args.batches.split(",")):
+            for opt in args.optimizers.split(","):
+                r = measure(args.data, b, opt, args.steps, init_checkpoint=args.init_checkpoint, preset=preset,
+                            pose_prior=args.pose_prior)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+    print("\n| preset | batch | SMPLify | data | forward | fit | backward | step | fit share | fitted rows | accepted |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['optimizer']} | {r['time_data']:.3f} | {r['time_forward']:.3f} | {r['time_fit']:.3f} | "
+        print(f"| {r['preset']} | {r['batch']} | {r['optimizer']} | {r['time_data']:.3f} | {r['time_forward']:.3f} | {r['time_fit']:.3f} | "
               f"{r['time_backward']:.3f} | {r['time_step']:.3f} | {100 * r['fit_share']:.0f} % | {r['fit_rows']:.0f} | "
               f"{100 * r['fit_accept']:.0f} % |")
     if args.out:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ddp_helpers import join_group_env, spawn
 
 from smplfast.data import generate, views_as_samples
-from smplfast.data.augment import NO_AUGMENTATION
 from smplfast.fitting.multiview import rotation_mean
 
 from smplfast_train import fits as fitsmod
@@ -188,8 +188,7 @@ def test_views_as_samples_round_trip(data, tmp_path):
 
 # ------------------------------------------------------------------------------------------ the DDP
 def _ddp_worker(rank, world, port, data, out):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    join_group_env(rank, world, port)
     torch.set_num_threads(1)
     cfg = load_config("mvspin_calibrated", "cpu", {**SMALL, "data": str(data), "num_steps": 2, "batch_size": 2,
                                                    "eval_splits": []})
@@ -200,15 +199,8 @@ def _ddp_worker(rank, world, port, data, out):
 
 
 def test_distributed_ranks_keep_identical_multiview_fits(data, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, port, str(data), str(out)), nprocs=2, join=True)
+    spawn(_ddp_worker, str(data), str(out))
     a, b = np.load(out / "fits_rank0.npy"), np.load(out / "fits_rank1.npy")
     np.testing.assert_array_equal(a, b)
     assert a.shape[1] == 85   # pose, betas, world translation

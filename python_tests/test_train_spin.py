@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ddp_helpers import join_group_env, spawn
 
 from smplfast.data import generate
 
@@ -392,8 +393,7 @@ def test_cli_train_then_evaluate(data, tmp_path):
 
 # ------------------------------------------------------------------------------------- distributed
 def _ddp_worker(rank, world, port, data, out):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    join_group_env(rank, world, port)
     torch.set_num_threads(1)
     cfg = load_config("spin", "cpu", {**SMALL, "data": str(data), "num_steps": 3, "batch_size": 4, "eval_splits": []})
     t = SpinTrainer(cfg, out, progress=False)
@@ -405,15 +405,8 @@ def _ddp_worker(rank, world, port, data, out):
 
 
 def test_distributed_ranks_keep_identical_fits_and_weights(data, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, port, str(data), str(out)), nprocs=2, join=True)
+    spawn(_ddp_worker, str(data), str(out))
     a, b = np.load(out / "fits_rank0.npy"), np.load(out / "fits_rank1.npy")
     np.testing.assert_array_equal(a, b)
     ma, mb = torch.load(out / "model_rank0.pt"), torch.load(out / "model_rank1.pt")

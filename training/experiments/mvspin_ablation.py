@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from spin_ablation import _final_eval, _finished, _run, _train_cmd  # noqa: E402
+from spin_ablation import _final_eval, _finished, _train_cmd, run_queue  # noqa: E402
 
-METRICS = ("pa_mpjpe", "mpjpe", "pve", "rot_err")
+METRICS = ("pa_mpjpe", "mpjpe", "pve", "pa_pve", "rot_err")
 SPLITS = ("rig_test", "wild_test")
 ARMS = ("mvspin_l2d_l3d", "mvspin_sv", "mvspin", "mvspin_calibrated")
 #: "a < b" (lower error first) orderings of MV-SPIN's premise (M1 in the loop) and Table 7.
@@ -59,20 +58,7 @@ def stages(args):
     runs.mkdir(parents=True, exist_ok=True)
     todo = [(name, _train_cmd(arm, args.data, runs / name, sets), runs / name)
             for name, arm, seed, sets in _runs(args) if not _finished(runs / name, args.steps)]
-    running = []
-    while todo or running:
-        while todo and len(running) < args.parallel:
-            name, cmd, run = todo.pop(0)
-            run.mkdir(parents=True, exist_ok=True)
-            running.append((name, _run(cmd, log=runs / f"{name}.log"), time.time()))
-        time.sleep(10)
-        for item in list(running):
-            name, p, t0 = item
-            if p.poll() is not None:
-                running.remove(item)
-                print(f"{name}: exit {p.returncode} after {time.time() - t0:.0f} s", flush=True)
-                if p.returncode != 0:
-                    raise SystemExit(f"{name} failed; see {runs / (name + '.log')}")
+    run_queue(todo, args.parallel)
 
 
 def _curve(run: Path, key="fits_rig_train_pa_mpjpe"):

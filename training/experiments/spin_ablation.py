@@ -97,20 +97,27 @@ def stages(args):
         if arm == "hmr2d_prior":
             sets["w_prior"] = w_prior
         todo.append((arm, _train_cmd(arm, data, run, sets), run))
+    run_queue(todo, args.parallel)
+
+
+def run_queue(todo, parallel: int) -> None:
+    """Run ``(name, command, run folder)`` entries, ``parallel`` at a time, each logging to
+    ``<run folder>.log``; stop at the first failure."""
+    todo = list(todo)
     running = []
     while todo or running:
-        while todo and len(running) < args.parallel:
-            arm, cmd, run = todo.pop(0)
+        while todo and len(running) < parallel:
+            name, cmd, run = todo.pop(0)
             run.mkdir(parents=True, exist_ok=True)
-            running.append((arm, _run(cmd, log=runs / f"{run.name}.log"), time.time()))
+            running.append((name, run, _run(cmd, log=run.parent / f"{run.name}.log"), time.time()))
         time.sleep(10)
         for item in list(running):
-            arm, p, t0 = item
+            name, run, p, t0 = item
             if p.poll() is not None:
                 running.remove(item)
-                print(f"{arm}: exit {p.returncode} after {time.time() - t0:.0f} s", flush=True)
+                print(f"{name}: exit {p.returncode} after {time.time() - t0:.0f} s", flush=True)
                 if p.returncode != 0:
-                    raise SystemExit(f"{arm} failed; see {runs}")
+                    raise SystemExit(f"{name} failed; see {run.parent / (run.name + '.log')}")
 
 
 def _final_eval(run: Path) -> dict:

@@ -24,6 +24,7 @@ void bind_keypoint_jacobian(py::module_& m);
 void bind_batched_solve(py::module_& m);
 void bind_uv_lookup(py::module_& m);
 void bind_rasterize(py::module_& m);
+void bind_soft_silhouette(py::module_& m);
 }  // namespace smplfast
 
 namespace {
@@ -155,4 +156,5 @@ PYBIND11_MODULE(_C, m) {
   bind_batched_solve(m);
   bind_uv_lookup(m);
   bind_rasterize(m);
+  bind_soft_silhouette(m);
 }

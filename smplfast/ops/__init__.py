@@ -17,6 +17,7 @@ from .batched_solve import (
 )
 from .uv_lookup import uv_lookup, uv_lookup_reference
 from .rasterize import rasterize, rasterize_reference, interpolate
+from .soft_silhouette import soft_silhouette, soft_silhouette_reference
 
 __all__ = [
     "rodrigues",
@@ -37,4 +38,6 @@ __all__ = [
     "rasterize",
     "rasterize_reference",
     "interpolate",
+    "soft_silhouette",
+    "soft_silhouette_reference",
 ]

@@ -191,3 +191,53 @@ def matrix_to_euler(R: Tensor, order: str = "XYZ") -> Tensor:
     b = torch.atan2(eps * Rik, ca * Rkk - eps * sa * Rjk)
     c = torch.atan2(eps * ca * Rji + sa * Rki, ca * Rjj + eps * sa * Rkj)
     return torch.stack([a, b, c], dim=-1)
+
+
+# ------------------------------------------------------------------------- per-joint Euler orders
+
+__all__ += ["euler_to_matrix_per_joint", "matrix_to_euler_per_joint"]
+
+
+def _order_groups(orders, n_joints: int):
+    orders = [str(o).upper() for o in orders]
+    if len(orders) != n_joints:
+        raise ValueError(f"expected {n_joints} Euler orders (one per joint); got {len(orders)}")
+    for o in orders:
+        _axes(o)
+    groups = {}
+    for j, o in enumerate(orders):
+        groups.setdefault(o, []).append(j)
+    return groups
+
+
+def euler_to_matrix_per_joint(angles: Tensor, orders) -> Tensor:
+    """Rotation matrices (..., J, 3, 3) of Euler angles (..., J, 3), joint j in intrinsic order
+    ``orders[j]`` (a sequence of J strings from :data:`EULER_ORDERS`). Differentiable; one batched
+    :func:`euler_to_matrix` per distinct order."""
+    _check_last(angles, (3,), "euler_to_matrix_per_joint")
+    if angles.dim() < 2:
+        raise ValueError(f"euler_to_matrix_per_joint: expected (..., J, 3); got {tuple(angles.shape)}")
+    groups = _order_groups(orders, angles.shape[-2])
+    if len(groups) == 1:
+        return euler_to_matrix(angles, next(iter(groups)))
+    out = angles.new_zeros(*angles.shape[:-1], 3, 3)
+    for o, idx in groups.items():
+        idx_t = torch.as_tensor(idx, device=angles.device)
+        out = out.index_copy(-3, idx_t, euler_to_matrix(angles.index_select(-2, idx_t), o))
+    return out
+
+
+def matrix_to_euler_per_joint(R: Tensor, orders) -> Tensor:
+    """Euler angles (..., J, 3) of rotation matrices (..., J, 3, 3), joint j in intrinsic order
+    ``orders[j]``; inverse of :func:`euler_to_matrix_per_joint` (ranges as :func:`matrix_to_euler`)."""
+    _check_last(R, (3, 3), "matrix_to_euler_per_joint")
+    if R.dim() < 3:
+        raise ValueError(f"matrix_to_euler_per_joint: expected (..., J, 3, 3); got {tuple(R.shape)}")
+    groups = _order_groups(orders, R.shape[-3])
+    if len(groups) == 1:
+        return matrix_to_euler(R, next(iter(groups)))
+    out = R.new_zeros(*R.shape[:-2], 3)
+    for o, idx in groups.items():
+        idx_t = torch.as_tensor(idx, device=R.device)
+        out = out.index_copy(-2, idx_t, matrix_to_euler(R.index_select(-3, idx_t), o))
+    return out

@@ -338,3 +338,130 @@ def test_refine_bad_inputs(setup, synthetic):
     kp[:, :5] = float("nan")
     res = refine(init, keypoints_2d=kp, camera=cam, grid=grid, max_iters=2)
     assert torch.isfinite(res.loss).all()
+
+
+# ---------------------------------------------------------------------------------- rotation matrices
+def _poses_near_pi(B, seed):
+    """(B, 72) axis-angle poses: random axes, angles uniform in [0, π] and, on a few joints, at π or
+    within 1e-3..1e-7 of it (on both sides)."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.nn.functional.normalize(torch.randn(B, 24, 3, generator=g, dtype=D), dim=-1)
+    angle = torch.rand(B, 24, 1, generator=g, dtype=D) * torch.pi
+    special = torch.tensor([torch.pi, torch.pi - 1e-7, torch.pi + 1e-7, torch.pi - 1e-3, torch.pi + 1e-3], dtype=D)
+    for b in range(B):
+        angle[b, torch.randperm(24, generator=g)[:special.numel()], 0] = special
+    return (axis * angle).reshape(B, 72)
+
+
+def _rotmat_params(p: BodyParams) -> BodyParams:
+    return BodyParams(p.betas, rotmat=smplfast.ops.rodrigues(p.pose.reshape(p.batch_size, 24, 3)), transl=p.transl)
+
+
+def test_densepose_loss_rotmat_matches_axis_angle(setup, synthetic):
+    _, _, grid = setup
+    s = synthetic
+    B = s["B"]
+    init = s["init"]
+    wild = BodyParams.from_pose(init.betas, _poses_near_pi(B, 7), init.transl)
+    weak = WeakPerspectiveCamera(torch.tensor([[2.0, 0.1, -0.1]], dtype=D).expand(B, 3))
+    data = _grid_points(grid, s["pts"].check())
+    for aa in (init, wild):
+        rm = _rotmat_params(aa)
+        assert rm.is_rotmat and not aa.is_rotmat
+        torch.testing.assert_close(posed_points(grid, rm, data), posed_points(grid, aa, data), rtol=0, atol=1e-12)
+        for cam in (s["cam"], weak):
+            for kw in ({}, {"squared": True}, {"reduction": "sum"}):
+                torch.testing.assert_close(densepose_loss(rm, s["pts"], cam, grid, **kw),
+                                           densepose_loss(aa, s["pts"], cam, grid, **kw), rtol=1e-12, atol=1e-12)
+    # The gradient w.r.t. the axis-angle pose is the same through either route (chain rule through
+    # Rodrigues), and the gradient w.r.t. the matrices themselves is finite.
+    pa = wild.pose.clone().requires_grad_(True)
+    densepose_loss(BodyParams.from_pose(wild.betas, pa, wild.transl), s["pts"], s["cam"], grid).sum().backward()
+    pb = wild.pose.clone().requires_grad_(True)
+    rot = smplfast.ops.rodrigues(pb.reshape(B, 24, 3))
+    rot.retain_grad()
+    densepose_loss(BodyParams(wild.betas, rotmat=rot, transl=wild.transl), s["pts"], s["cam"], grid).sum().backward()
+    torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-10, atol=1e-10)
+    assert torch.isfinite(rot.grad).all() and float(rot.grad.abs().sum()) > 0
+    # to_axis_angle (one-off conversion): same body up to smplx's 1e-8 Rodrigues offset.
+    back = _rotmat_params(wild).to_axis_angle()
+    assert not back.is_rotmat and float(back.pose.reshape(B, 24, 3).norm(dim=-1).max()) <= torch.pi + 1e-12
+    torch.testing.assert_close(densepose_loss(back, s["pts"], s["cam"], grid),
+                               densepose_loss(wild, s["pts"], s["cam"], grid), rtol=1e-7, atol=1e-6)
+    assert init.to_axis_angle() is init
+    # detach / clone keep the representation.
+    for q in (rm.detach(), rm.clone()):
+        assert q.is_rotmat and q.body_pose is None and torch.equal(q.rotmat, rm.rotmat)
+
+
+def test_densepose_loss_rotmat_gradcheck(setup):
+    """densepose_loss w.r.t. rotation matrices against central differences (float64), with two
+    joints rotated by exactly π."""
+    _, charts, _ = setup
+    grid = UVGrid.from_model(setup[0], resolution=8, dtype=D)
+    B, N = 2, 30
+    g = torch.Generator().manual_seed(11)
+    pose = _poses_near_pi(B, 12)
+    pose[0, :3] = torch.tensor([0.0, torch.pi, 0.0])      # global orientation: exactly π about y
+    pose[1, 16 * 3:16 * 3 + 3] = torch.tensor([-torch.pi, 0.0, 0.0])
+    rot = smplfast.ops.rodrigues(pose.reshape(B, 24, 3)).requires_grad_(True)
+    betas = torch.randn(B, 10, generator=g, dtype=D) * 0.5
+    transl = torch.tensor([0.0, 0.0, 5.0], dtype=D).expand(B, 3)
+    part, uv, _, _ = sample_chart_points(charts, B * N, g)
+    pts = IUVPoints(part.view(B, N), uv.view(B, N, 2), torch.randn(B, N, 2, generator=g, dtype=D) * 40 + 256,
+                    torch.rand(B, N, generator=g) > 0.2)
+    cam = PerspectiveCamera(1000.0, torch.tensor([256.0, 256.0], dtype=D))
+    for squared in (False, True):
+        def f(r, squared=squared):
+            return densepose_loss(BodyParams(betas, rotmat=r, transl=transl), pts, cam, grid, squared=squared)
+
+        (gr,) = torch.autograd.grad(f(rot).sum(), rot)
+        assert torch.isfinite(gr).all() and float(gr[0, 0].abs().sum()) > 0 and float(gr[1, 16].abs().sum()) > 0
+        # Squared pixel losses are ~1e4: float64 round-off of the central differences is ~1e-6 there.
+        assert torch.autograd.gradcheck(f, (rot,), eps=1e-6, atol=1e-5, rtol=1e-6)
+
+
+def test_body_params_rotmat_bad_inputs(setup, synthetic):
+    _, _, grid = setup
+    s = synthetic
+    p, init, cam = s["pts"], s["init"], s["cam"]
+    rm = _rotmat_params(init)
+    R = rm.rotmat
+    with pytest.raises(TypeError, match="not both"):
+        densepose_loss(BodyParams(init.betas, init.body_pose, init.global_orient, init.transl, R), p, cam, grid)
+    with pytest.raises(TypeError, match="body_pose and params.global_orient missing"):
+        densepose_loss(BodyParams(init.betas), p, cam, grid)
+    with pytest.raises(TypeError, match="global_orient missing"):
+        densepose_loss(BodyParams(init.betas, body_pose=init.body_pose), p, cam, grid)
+    with pytest.raises(ValueError, match=r"params.rotmat must be \(4, 24, 3, 3\)"):
+        densepose_loss(BodyParams(init.betas, rotmat=R[:, 1:]), p, cam, grid)
+    with pytest.raises(ValueError, match=r"params.rotmat must be \(4, 24, 3, 3\)"):
+        densepose_loss(BodyParams(init.betas, rotmat=R.reshape(4, 24, 9)), p, cam, grid)
+    with pytest.raises(TypeError, match="params.rotmat is torch.float32"):
+        densepose_loss(BodyParams(init.betas, rotmat=R.float()), p, cam, grid)
+    with pytest.raises(TypeError, match="rotmat must be a floating point"):
+        densepose_loss(BodyParams(init.betas, rotmat=R.long()), p, cam, grid)
+    with pytest.raises(TypeError, match="rotmat must be a torch.Tensor"):
+        densepose_loss(BodyParams(init.betas, rotmat=R.tolist()), p, cam, grid)
+    with pytest.raises(ValueError, match="holds? rotation matrices"):
+        _ = rm.pose
+    with pytest.raises(ValueError, match=r"pose must be \(\?, 72\)"):
+        BodyParams.from_pose(init.betas, init.body_pose)
+    # The refinement optimises axis-angle: it says so, and runs on the one-off conversion.
+    with pytest.raises(ValueError, match=r"refine works on axis-angle.*to_axis_angle\(\)"):
+        refine(rm, keypoints_2d=s["kp2"], camera=cam, grid=grid, max_iters=1)
+    a = refine(init, keypoints_2d=s["kp2"], camera=cam, grid=grid, max_iters=2)
+    b = refine(rm.to_axis_angle(), keypoints_2d=s["kp2"], camera=cam, grid=grid, max_iters=2)
+    # Same starting body (the conversion may pick another axis-angle of the same rotation, so the
+    # iterates need not coincide), and the refinement does not make it worse.
+    torch.testing.assert_close(b.loss_history[:, 0], a.loss_history[:, 0], rtol=1e-7, atol=1e-9)
+    assert bool((b.loss <= b.loss_history[:, 0]).all()) and not b.params.is_rotmat
+    # to_axis_angle needs finite rotations.
+    nan = R.clone()
+    nan[1, 3, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="rotmat contains NaN or Inf"):
+        BodyParams(init.betas, rotmat=nan).to_axis_angle()
+    with pytest.raises(ValueError, match="must hold rotation matrices"):
+        BodyParams(init.betas, rotmat=1.1 * R).to_axis_angle()
+    with pytest.raises(ValueError, match="negative determinant"):
+        BodyParams(init.betas, rotmat=-R).to_axis_angle()

@@ -199,3 +199,94 @@ def test_bad_inputs(grid32, default):
         grid32.surface_points(posed, torch.ones(5, dtype=torch.long), uv)
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         grid32.lookup_points(torch.ones(5, dtype=torch.long), uv + 1)
+
+
+# ------------------------------------------------------------------------------- rotation matrices
+def _poses_near_pi(B, seed, dtype=torch.float64):
+    """(B, 72) axis-angle poses: random axes, angles uniform in [0, π] and, on a few joints, at π or
+    within 1e-3..1e-7 of it (on both sides)."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.nn.functional.normalize(torch.randn(B, 24, 3, generator=g, dtype=dtype), dim=-1)
+    angle = torch.rand(B, 24, 1, generator=g, dtype=dtype) * np.pi
+    special = torch.tensor([np.pi, np.pi - 1e-7, np.pi + 1e-7, np.pi - 1e-3, np.pi + 1e-3], dtype=dtype)
+    for b in range(B):
+        joints = torch.randperm(24, generator=g)[:special.numel()]
+        angle[b, joints, 0] = special
+    return (axis * angle).reshape(B, 72)
+
+
+def test_rotmat_matches_axis_angle(grid32, default):
+    """UVGrid posed by rotation matrices = posed by the same rotations in axis-angle (float64)."""
+    from smplfast.body.samplers import axis_angle_to_matrix
+
+    B = 3
+    pose = _poses_near_pi(B, 21)
+    _, betas, transl = _bodies(B, 22)
+    rot = smplfast.ops.rodrigues(pose.reshape(B, 24, 3))  # the axis-angle route's own matrices
+    ref = grid32(betas, pose[:, 3:], pose[:, :3], transl)
+    torch.testing.assert_close(grid32(betas, rotmat=rot, transl=transl), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grid32.pose(betas, None, None, transl, rotmat=rot), ref, rtol=0, atol=1e-12)
+    j_ref, r_ref, a_ref = grid32.joints(betas, pose[:, 3:], pose[:, :3], transl)
+    j, r, a = grid32.joints(betas, rotmat=rot, transl=transl)
+    torch.testing.assert_close(j, j_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(a, a_ref, rtol=0, atol=1e-12)
+    assert r is rot or torch.equal(r, rot)
+    # Exact exponential map (no smplx 1e-8 Rodrigues offset): equal to ~1e-8 m.
+    exact = axis_angle_to_matrix(pose.reshape(B, 24, 3))
+    torch.testing.assert_close(grid32(betas, rotmat=exact, transl=transl), ref, rtol=0, atol=1e-7)
+    # Joints against the mesh model with pose2rot=False; surface points (lookup + skinning) alike.
+    smpl = smplfast.SMPL(dtype=torch.float64)
+    out = smpl(betas=betas, body_pose=rot[:, 1:], global_orient=rot[:, :1], transl=transl, pose2rot=False)
+    torch.testing.assert_close(j, out.joints[:, :24], rtol=0, atol=1e-10)
+    part, uv, _, _ = sample_chart_points(default[1], 300, torch.Generator().manual_seed(4))
+    gp = grid32.lookup_points(part, uv)
+    torch.testing.assert_close(skin_points(gp, r, a, betas, transl), skin_points(gp, r_ref, a_ref, betas, transl),
+                               rtol=0, atol=1e-12)
+    acc = grid_accuracy(grid32, smpl, default[1], betas, rotmat=rot, num_points=500)
+    acc_ref = grid_accuracy(grid32, smpl, default[1], betas, pose[:, 3:], pose[:, :3], num_points=500)
+    torch.testing.assert_close(acc["error"], acc_ref["error"], rtol=0, atol=1e-10)
+
+
+def test_rotmat_gradient(default):
+    """Gradients w.r.t. the rotation matrices are finite and match central differences (float64),
+    with joints rotated by exactly π (where going through axis-angle is unstable)."""
+    grid = UVGrid.from_model(default[0], resolution=8, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    pose = _poses_near_pi(1, 5)
+    pose[0, 3:6] = torch.tensor([np.pi, 0.0, 0.0])                 # left hip: exactly π about x
+    pose[0, 12 * 3:12 * 3 + 3] = torch.tensor([0.0, 0.0, -np.pi])  # neck: exactly π about -z
+    rot = smplfast.ops.rodrigues(pose.reshape(1, 24, 3))
+    betas = torch.randn(1, 10, generator=g, dtype=torch.float64) * 0.5
+    transl = torch.randn(1, 3, generator=g, dtype=torch.float64) * 0.1
+    part, uv, _, _ = sample_chart_points(default[1], 6, g)
+
+    def surface(r):
+        return grid.surface_points(grid(betas, rotmat=r, transl=transl), part, uv)
+
+    def joints(r):
+        return grid.joints(betas, rotmat=r, transl=transl)[0]
+
+    r = rot.clone().requires_grad_(True)
+    surface(r).square().sum().backward()
+    assert torch.isfinite(r.grad).all() and float(r.grad[0, 1].abs().sum()) > 0
+    assert torch.autograd.gradcheck(surface, (r,), eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert torch.autograd.gradcheck(joints, (r,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_rotmat_bad_inputs(grid32):
+    pose, betas, transl = _bodies(2, 1)
+    rot = smplfast.ops.rodrigues(pose.reshape(2, 24, 3))
+    with pytest.raises(TypeError, match="not both"):
+        grid32(betas, pose[:, 3:], pose[:, :3], transl, rotmat=rot)
+    with pytest.raises(TypeError, match="body_pose and global_orient missing"):
+        grid32(betas)
+    with pytest.raises(TypeError, match="global_orient missing"):
+        grid32.joints(betas, pose[:, 3:])
+    with pytest.raises(ValueError, match=r"rotmat must be \(2, 24, 3, 3\)"):
+        grid32(betas, rotmat=rot.reshape(2, 24, 9))
+    with pytest.raises(ValueError, match=r"rotmat must be \(2, 24, 3, 3\)"):
+        grid32.joints(betas, rotmat=rot[:1])
+    with pytest.raises(TypeError, match="rotmat must be torch.float64"):
+        grid32(betas, rotmat=rot.float())
+    with pytest.raises(TypeError, match="rotmat must be a torch.Tensor"):
+        grid32(betas, rotmat=rot.tolist())

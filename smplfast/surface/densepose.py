@@ -10,7 +10,8 @@ sample's points.
 Input types (small dataclasses, all batched over B samples):
 
 * :class:`BodyParams`: ``betas (B, S)``, ``body_pose (B, 69)``, ``global_orient (B, 3)``,
-  ``transl (B, 3)`` (axis-angle, metres; smplx's names).
+  ``transl (B, 3)`` (axis-angle, metres; smplx's names), or ``rotmat (B, 24, 3, 3)`` rotation
+  matrices in place of ``body_pose``/``global_orient`` (a network's output).
 * :class:`PerspectiveCamera`: ``focal_length (B, 2)``, ``center (B, 2)`` in pixels, optional
   ``rotation (B, 3, 3)`` and ``translation (B, 3)`` (world to camera: ``X = R x + t``); a point
   projects to ``f X / Z + c`` (the project's convention, v grows downwards).
@@ -59,27 +60,78 @@ def _tensor(op: str, name: str, t, shape, dtype=None) -> Tensor:
     return t
 
 
+ROTATION_TOL = 1e-3  # max |R^T R - I| accepted by BodyParams.to_axis_angle
+
+
 @dataclass
 class BodyParams:
-    """SMPL parameters of B bodies: betas (B, S), body_pose (B, 69), global_orient (B, 3), transl (B, 3)."""
+    """SMPL parameters of B bodies: betas (B, S), the pose, transl (B, 3) or None (zeros).
+
+    The pose is given one of two ways (exactly one):
+
+    * axis-angle: ``body_pose`` (B, 69) and ``global_orient`` (B, 3) (smplx's names;
+      :meth:`from_pose` splits a (B, 72) ``pose``);
+    * rotation matrices: ``rotmat`` (B, 24, 3, 3), the relative rotation of every joint, global
+      orientation first, as a network regresses them (``SMPL(..., pose2rot=False)``'s layout).  They
+      are used as given (no conversion to axis-angle, whose gradient is unstable near an angle of π),
+      so :func:`densepose_loss` differentiates straight to them.
+
+    Consumers that optimise axis-angle parameters (:func:`~smplfast.surface.refine.refine`) reject
+    rotation matrices with a ``ValueError``; convert once with :meth:`to_axis_angle`.
+    """
 
     betas: Tensor
-    body_pose: Tensor
-    global_orient: Tensor
+    body_pose: Optional[Tensor] = None
+    global_orient: Optional[Tensor] = None
     transl: Optional[Tensor] = None
+    rotmat: Optional[Tensor] = None
 
-    def check(self, op: str, num_betas: Optional[int] = None) -> "BodyParams":
-        """Validate shapes and dtypes (a missing transl becomes zeros); returns self (or a completed copy)."""
+    @classmethod
+    def from_pose(cls, betas: Tensor, pose: Tensor, transl: Optional[Tensor] = None) -> "BodyParams":
+        """Axis-angle parameters from a (B, 72) ``pose`` (global orientation then body pose)."""
+        _tensor("BodyParams.from_pose", "pose", pose, [None, 72], "float")
+        return cls(betas, body_pose=pose[:, 3:], global_orient=pose[:, :3], transl=transl)
+
+    @property
+    def is_rotmat(self) -> bool:
+        """True when the pose is held as rotation matrices (``rotmat``)."""
+        return self.rotmat is not None
+
+    def _check_kind(self, op: str) -> None:
+        if self.rotmat is not None:
+            if self.body_pose is not None or self.global_orient is not None:
+                raise TypeError(f"{op}: params must give either body_pose and global_orient (axis-angle) or rotmat "
+                                "(rotation matrices), not both")
+        elif self.body_pose is None or self.global_orient is None:
+            missing = [n for n in ("body_pose", "global_orient") if getattr(self, n) is None]
+            raise TypeError(f"{op}: params.{' and params.'.join(missing)} missing: give body_pose (B, 69) and "
+                            "global_orient (B, 3) (axis-angle) or rotmat (B, 24, 3, 3) (rotation matrices)")
+
+    def check(self, op: str, num_betas: Optional[int] = None, *, allow_rotmat: bool = False) -> "BodyParams":
+        """Validate shapes and dtypes (a missing transl becomes zeros); returns self (or a completed copy).
+
+        Exactly one pose representation must be given (``TypeError`` otherwise).  Rotation matrices
+        are accepted only with ``allow_rotmat=True`` (consumers that pose the body with them, as
+        :func:`densepose_loss`); otherwise they raise a ``ValueError`` naming :meth:`to_axis_angle`."""
+        self._check_kind(op)
         b = _tensor(op, "params.betas", self.betas, [None, num_betas], "float")
         B = b.shape[0]
-        _tensor(op, "params.body_pose", self.body_pose, [B, 69], "float")
-        _tensor(op, "params.global_orient", self.global_orient, [B, 3], "float")
+        if self.rotmat is not None:
+            _tensor(op, "params.rotmat", self.rotmat, [B, 24, 3, 3], "float")
+            if not allow_rotmat:
+                raise ValueError(f"{op}: params hold rotation matrices (rotmat) but {op} works on axis-angle "
+                                 "parameters (body_pose, global_orient): convert once with params.to_axis_angle()")
+            names = ("rotmat", "transl")
+        else:
+            _tensor(op, "params.body_pose", self.body_pose, [B, 69], "float")
+            _tensor(op, "params.global_orient", self.global_orient, [B, 3], "float")
+            names = ("body_pose", "global_orient", "transl")
         out = self
         if self.transl is None:
             out = replace(self, transl=b.new_zeros(B, 3))
         else:
             _tensor(op, "params.transl", self.transl, [B, 3], "float")
-        for name in ("body_pose", "global_orient", "transl"):
+        for name in names:
             t = getattr(out, name)
             if t.dtype != b.dtype or t.device != b.device:
                 raise TypeError(f"{op}: params.{name} is {t.dtype} on {t.device} but params.betas is {b.dtype} on "
@@ -92,16 +144,54 @@ class BodyParams:
 
     @property
     def pose(self) -> Tensor:
-        """(B, 72): global orientation then body pose."""
+        """(B, 72): global orientation then body pose (axis-angle parameters only)."""
+        if self.rotmat is not None:
+            raise ValueError("BodyParams.pose: these params hold rotation matrices (rotmat), not axis-angle; use "
+                             "rotations(), or to_axis_angle() for an axis-angle copy")
         return torch.cat([self.global_orient, self.body_pose], dim=1)
 
+    def rotations(self) -> Tensor:
+        """(B, 24, 3, 3) relative joint rotations: ``rotmat`` itself, or Rodrigues of the axis-angle pose."""
+        self._check_kind("BodyParams.rotations")
+        if self.rotmat is not None:
+            return self.rotmat
+        return ops.rodrigues(self.pose.reshape(self.batch_size, -1, 3))
+
+    def to_axis_angle(self) -> "BodyParams":
+        """Axis-angle copy (angles in [0, π]) of rotation-matrix params (axis-angle params: returned as they are).
+
+        Converts through the quaternion (Shepperd's rule: accurate near 0 and π).  Meant for a
+        one-off conversion, e.g. of a network's detached prediction before :func:`refine`: its
+        gradient is that of the matrix logarithm, unstable near π.  The matrices must be finite
+        rotations (orthonormal within 1e-3, determinant +1); ``ValueError`` otherwise."""
+        op = "BodyParams.to_axis_angle"
+        self._check_kind(op)
+        if self.rotmat is None:
+            return self
+        R = _tensor(op, "params.rotmat", self.rotmat, [self.batch_size, 24, 3, 3], "float")
+        if not bool(torch.isfinite(R).all()):
+            raise ValueError(f"{op}: params.rotmat contains NaN or Inf")
+        with torch.no_grad():
+            eye = torch.eye(3, dtype=R.dtype, device=R.device)
+            ortho = float((R.transpose(-1, -2) @ R - eye).abs().max()) if R.numel() else 0.0
+            det_ok = bool((torch.linalg.det(R) > 0).all()) if R.numel() else True
+        if ortho > ROTATION_TOL or not det_ok:
+            raise ValueError(f"{op}: params.rotmat must hold rotation matrices (orthonormal, determinant +1); got "
+                             f"max |R^T R - I| = {ortho:.3g}" + ("" if det_ok else " and a negative determinant"))
+        from ..body.samplers import matrix_to_axis_angle
+
+        aa = matrix_to_axis_angle(R).reshape(self.batch_size, 72)
+        return BodyParams(self.betas, body_pose=aa[:, 3:], global_orient=aa[:, :3], transl=self.transl)
+
+    def _map(self, fn) -> "BodyParams":
+        return BodyParams(*(None if t is None else fn(t) for t in
+                            (self.betas, self.body_pose, self.global_orient, self.transl, self.rotmat)))
+
     def detach(self) -> "BodyParams":
-        return BodyParams(*(None if t is None else t.detach() for t in
-                            (self.betas, self.body_pose, self.global_orient, self.transl)))
+        return self._map(Tensor.detach)
 
     def clone(self) -> "BodyParams":
-        return BodyParams(*(None if t is None else t.clone() for t in
-                            (self.betas, self.body_pose, self.global_orient, self.transl)))
+        return self._map(Tensor.clone)
 
 
 def _per_sample(op: str, name: str, value, B: int, width: int, like: Tensor) -> Tensor:
@@ -292,10 +382,10 @@ def _grid_points(grid: UVGrid, pts: IUVPoints) -> GridPoints:
 
 
 def posed_points(grid: UVGrid, params: BodyParams, data: GridPoints) -> Tensor:
-    """Pose per-sample looked-up points ``data`` (B, N, ...) -> (B, N, 3), with ``params.transl``."""
+    """Pose per-sample looked-up points ``data`` (B, N, ...) -> (B, N, 3), with ``params.transl``
+    (axis-angle or rotation-matrix ``params``, checked by the caller)."""
     B = params.batch_size
-    J = grid.num_joints
-    rot = ops.rodrigues(params.pose.reshape(B, J, 3))
+    rot = params.rotations()
     rest = grid.joint_template[None] + torch.einsum("jcs,bs->bjc", grid.joint_shapedirs, params.betas)
     _, A = ops.kinematic_chain(rot, rest, grid.parents)
     v = data.template + torch.einsum("bncs,bs->bnc", data.shapedirs, params.betas)
@@ -314,7 +404,9 @@ def densepose_loss(params: BodyParams, iuv_points: IUVPoints, camera: Camera, gr
     posed with ``params`` (linear blend skinning with the looked-up weights), projected by ``camera``
     and compared with ``xy``: the Euclidean distance (``squared=True``: its square) per point,
     averaged over each sample's points (``reduction="sum"``: summed).  Returns (B,); a sample without
-    points gives 0.  Float dtypes and devices must match the grid's.
+    points gives 0.  Float dtypes and devices must match the grid's.  ``params`` may hold axis-angle
+    or rotation matrices (``BodyParams(betas, rotmat=R)``); matrices pose the body as given, and the
+    gradient reaches them without an axis-angle detour.
     """
     op = "densepose_loss"
     if not isinstance(grid, UVGrid):
@@ -325,7 +417,7 @@ def densepose_loss(params: BodyParams, iuv_points: IUVPoints, camera: Camera, gr
         raise TypeError(f"{op}: iuv_points must be an IUVPoints; got {type(iuv_points).__name__}")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"{op}: reduction must be 'mean' or 'sum'; got {reduction!r}")
-    params = params.check(op, grid.num_betas)
+    params = params.check(op, grid.num_betas, allow_rotmat=True)
     pts = iuv_points.check(op)
     B = params.batch_size
     if pts.batch_size != B:

@@ -9,7 +9,10 @@ triangle that contains it.
 
 The grid is then a body model of its own whose vertices are the ``24 R R`` grid points: it is
 posed by the same kinematic chain and sparse skinning ops as the mesh, with the joints of the
-original mesh (``J(beta) = J_template + J_shapedirs beta``, independent of the grid).  A surface
+original mesh (``J(beta) = J_template + J_shapedirs beta``, independent of the grid).  The pose is
+axis-angle (``body_pose``, ``global_orient``) or, like ``SMPL(..., pose2rot=False)``, rotation
+matrices ``rotmat`` (B, 24, 3, 3) used as given (a network's output, with gradients straight to the
+matrices, never through a matrix-to-axis-angle conversion).  A surface
 point ``(part, u, v)`` is a bilinear lookup (the ``uv_lookup`` op) in the posed grid, or, for
 fitting, a lookup of the rest-space data followed by skinning that single point
 (:meth:`UVGrid.lookup_points` + :func:`skin_points`).
@@ -422,44 +425,81 @@ class UVGrid(nn.Module):
                 f"{self.valid.numel()}, inside={int(self.inside.sum())}, pose blend shapes={self.has_pose_blend}")
 
     # ----------------------------------------------------------------------------------- posing
-    def _check_params(self, op, betas, body_pose, global_orient, transl) -> Tuple[Tensor, ...]:
+    def _check_params(self, op, betas, body_pose, global_orient, transl, rotmat=None) -> Tuple[Tensor, ...]:
+        """Checked (betas, body_pose, global_orient, transl) for axis-angle inputs, or
+        (betas, None, None, transl) plus the checked ``rotmat`` as a fifth entry for rotation matrices."""
         ref = self.template
         B = betas.shape[0] if torch.is_tensor(betas) and betas.dim() == 2 else None
-        specs = (("betas", betas, self.num_betas), ("body_pose", body_pose, 3 * (self.num_joints - 1)),
-                 ("global_orient", global_orient, 3), ("transl", transl, 3))
-        out = []
-        for name, t, n in specs:
+        J = self.num_joints
+        if rotmat is not None:
+            if body_pose is not None or global_orient is not None:
+                raise TypeError(f"{op}: give either body_pose and global_orient (axis-angle) or rotmat (B, {J}, 3, 3) "
+                                "(rotation matrices), not both")
+            specs = (("betas", betas, (self.num_betas,)), ("rotmat", rotmat, (J, 3, 3)), ("transl", transl, (3,)))
+        else:
+            if body_pose is None or global_orient is None:
+                missing = [n for n, t in (("body_pose", body_pose), ("global_orient", global_orient)) if t is None]
+                raise TypeError(f"{op}: {' and '.join(missing)} missing: give body_pose (B, {3 * (J - 1)}) and "
+                                f"global_orient (B, 3) (axis-angle) or rotmat (B, {J}, 3, 3) (rotation matrices)")
+            specs = (("betas", betas, (self.num_betas,)), ("body_pose", body_pose, (3 * (J - 1),)),
+                     ("global_orient", global_orient, (3,)), ("transl", transl, (3,)))
+        out = {}
+        for name, t, tail in specs:
             if t is None and name == "transl":
-                out.append(ref.new_zeros(B or 1, 3))
+                out[name] = ref.new_zeros(B or 1, 3)
                 continue
             if not torch.is_tensor(t):
                 raise TypeError(f"{op}: {name} must be a torch.Tensor; got {type(t).__name__}")
-            if t.dim() != 2 or t.shape[1] != n or (B is not None and t.shape[0] != B):
-                raise ValueError(f"{op}: {name} must be ({B if B is not None else 'B'}, {n}); got {tuple(t.shape)}")
+            if t.dim() != 1 + len(tail) or tuple(t.shape[1:]) != tail or (B is not None and t.shape[0] != B):
+                want = ", ".join(str(d) for d in (B if B is not None else "B", *tail))
+                raise ValueError(f"{op}: {name} must be ({want}); got {tuple(t.shape)}")
             if t.dtype != ref.dtype or t.device != ref.device:
                 raise TypeError(f"{op}: {name} must be {ref.dtype} on {ref.device} (the grid's); got {t.dtype} on "
                                 f"{t.device}")
-            out.append(t)
-        return tuple(out)
+            out[name] = t
+        if rotmat is not None:
+            return out["betas"], None, None, out["transl"], out["rotmat"]
+        return out["betas"], out["body_pose"], out["global_orient"], out["transl"]
 
-    def joints(self, betas: Tensor, body_pose: Tensor, global_orient: Tensor, transl: Optional[Tensor] = None):
-        """Posed skeleton joints (B, J, 3) (with ``transl``), rotations (B, J, 3, 3) and the skinning
-        transforms (B, J, 3, 4) of the original mesh's skeleton."""
-        betas, body_pose, global_orient, transl = self._check_params("UVGrid.joints", betas, body_pose,
-                                                                     global_orient, transl)
+    def _rotations(self, op, betas, body_pose, global_orient, transl, rotmat) -> Tuple[Tensor, Tensor, Tensor]:
+        """Checked betas (B, S), joint rotations (B, J, 3, 3) and transl: the given rotation matrices
+        as they are (no detour through axis-angle), or Rodrigues of the axis-angle pose."""
+        checked = self._check_params(op, betas, body_pose, global_orient, transl, rotmat)
+        betas, transl = checked[0], checked[3]
+        if rotmat is not None:
+            return betas, checked[4].contiguous(), transl
         B, J = betas.shape[0], self.num_joints
-        rot = ops.rodrigues(torch.cat([global_orient, body_pose], 1).reshape(B, J, 3))
+        rot = ops.rodrigues(torch.cat([checked[2], checked[1]], 1).reshape(B, J, 3))
+        return betas, rot, transl
+
+    def _chain(self, betas: Tensor, rot: Tensor) -> Tuple[Tensor, Tensor]:
+        """Untranslated posed joints (B, J, 3) and skinning transforms (B, J, 3, 4)."""
         rest = self.joint_template[None] + torch.einsum("jcs,bs->bjc", self.joint_shapedirs, betas)
-        posed, transforms = ops.kinematic_chain(rot, rest, self.parents)
+        return ops.kinematic_chain(rot, rest, self.parents)
+
+    def joints(self, betas: Tensor, body_pose: Optional[Tensor] = None, global_orient: Optional[Tensor] = None,
+               transl: Optional[Tensor] = None, *, rotmat: Optional[Tensor] = None):
+        """Posed skeleton joints (B, J, 3) (with ``transl``), rotations (B, J, 3, 3) and the skinning
+        transforms (B, J, 3, 4) of the original mesh's skeleton.
+
+        The pose is either axis-angle ``body_pose`` (B, 3 (J - 1)) and ``global_orient`` (B, 3), or
+        ``rotmat`` (B, J, 3, 3): the relative rotation matrices of every joint, global orientation
+        first (like ``smplfast.SMPL(..., pose2rot=False)``).  Rotation matrices are used as given (no
+        conversion to axis-angle), so gradients flow to them directly and stay finite at any angle,
+        π included; they are not checked to be rotations.  The returned rotations are then ``rotmat``."""
+        betas, rot, transl = self._rotations("UVGrid.joints", betas, body_pose, global_orient, transl, rotmat)
+        posed, transforms = self._chain(betas, rot)
         return posed + transl[:, None], rot, transforms
 
-    def forward(self, betas: Tensor, body_pose: Tensor, global_orient: Tensor,
-                transl: Optional[Tensor] = None) -> Tensor:
-        """The posed grid (B, P, R, R, 3): every grid point blended and skinned like a mesh vertex."""
-        betas, body_pose, global_orient, transl = self._check_params("UVGrid.forward", betas, body_pose,
-                                                                     global_orient, transl)
+    def forward(self, betas: Tensor, body_pose: Optional[Tensor] = None, global_orient: Optional[Tensor] = None,
+                transl: Optional[Tensor] = None, *, rotmat: Optional[Tensor] = None) -> Tensor:
+        """The posed grid (B, P, R, R, 3): every grid point blended and skinned like a mesh vertex.
+
+        Pose by axis-angle ``body_pose``/``global_orient`` or by rotation matrices ``rotmat``
+        (B, J, 3, 3), global orientation first, as :meth:`joints`."""
+        betas, rot, transl = self._rotations("UVGrid.forward", betas, body_pose, global_orient, transl, rotmat)
         B, M, S = betas.shape[0], self.num_grid_points, self.num_betas
-        _, rot, transforms = self.joints(betas, body_pose, global_orient, None)
+        _, transforms = self._chain(betas, rot)
         v = torch.addmm(self.template.reshape(1, M * 3), betas, self.shapedirs.reshape(M * 3, S).T)
         if self.posedirs is not None:
             eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
@@ -526,8 +566,9 @@ def skin_points(points: GridPoints, rot: Tensor, transforms: Tensor, betas: Tens
     return x if transl is None else x + transl[:, None]
 
 
-def grid_accuracy(grid: UVGrid, smpl: SMPL, charts: SurfaceCharts, betas: Tensor, body_pose: Tensor,
-                  global_orient: Tensor, num_points: int = 20000, seed: int = 0) -> dict:
+def grid_accuracy(grid: UVGrid, smpl: SMPL, charts: SurfaceCharts, betas: Tensor, body_pose: Optional[Tensor] = None,
+                  global_orient: Optional[Tensor] = None, num_points: int = 20000, seed: int = 0, *,
+                  rotmat: Optional[Tensor] = None) -> dict:
     """Distances (metres) between the grid surface and the mesh surface at random chart points.
 
     For ``num_points`` (part, u, v) drawn uniformly in chart area, the mesh point is the barycentric
@@ -535,15 +576,20 @@ def grid_accuracy(grid: UVGrid, smpl: SMPL, charts: SurfaceCharts, betas: Tensor
     bilinear lookup in the posed grid.  Returns ``dict(error (B, n), part (n,), uv (n, 2),
     border_distance (n,))`` where ``border_distance`` is the distance, in grid cells, from the point to
     the nearest grid cell outside its chart (small values: near the chart's border or a seam).
+    The bodies are posed by axis-angle ``body_pose``/``global_orient`` or by rotation matrices
+    ``rotmat`` (B, J, 3, 3) (global orientation first), as :meth:`UVGrid.forward`.
     """
     tri = ChartTriangles(charts, device=grid.template.device)
     part, uv, _, _ = sample_chart_points(charts, num_points, torch.Generator().manual_seed(seed))
     face, bary = tri.locate(part, uv)
     B = betas.shape[0]
     with torch.no_grad():
-        verts = smpl(betas=betas, body_pose=body_pose, global_orient=global_orient).vertices
+        posed = grid(betas, body_pose, global_orient, rotmat=rotmat)
+        if rotmat is None:
+            verts = smpl(betas=betas, body_pose=body_pose, global_orient=global_orient).vertices
+        else:
+            verts = smpl(betas=betas, body_pose=rotmat[:, 1:], global_orient=rotmat[:, :1], pose2rot=False).vertices
         gt = tri.interpolate(verts, face, bary.to(verts.dtype))
-        posed = grid(betas, body_pose, global_orient)
         bi = torch.arange(B, device=posed.device).repeat_interleave(num_points)
         pts = grid.surface_points(posed, part.repeat(B).to(posed.device), uv.repeat(B, 1).to(posed.device), bi)
     err = (pts.view(B, num_points, 3) - gt).norm(dim=-1)

@@ -58,3 +58,21 @@ def make_runner(impl: str, model_path: str, device: str = "cpu", backward: bool 
             torch.cuda.synchronize()
 
     return run
+
+
+def posed_bodies(n: int = 64, seed: int = 0):
+    """The rasterizer benchmarks' scene: ``n`` default-model bodies in ``sample_poses`` poses, centred and
+    placed 2.5-3 m in front of the camera. Returns vertices (n, V, 3) float32 and faces (F, 3) int64."""
+    import numpy as np
+
+    import smplfast
+    from smplfast.body.samplers import sample_poses
+
+    model = smplfast.SMPL()
+    pose = sample_poses(n, seed=seed)
+    with torch.no_grad():
+        v = model(global_orient=pose[:, :3], body_pose=pose[:, 3:]).vertices
+    g = torch.Generator().manual_seed(seed)
+    v = v - v.mean(1, keepdim=True)
+    v[..., 2] += 2.5 + 0.5 * torch.rand(n, 1, generator=g)
+    return v.contiguous(), torch.as_tensor(model.faces.astype(np.int64))

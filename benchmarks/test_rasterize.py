@@ -10,12 +10,11 @@ loops over chunks of faces for every pixel; at 256 x 256 one body takes minutes,
 
 Run: ``pytest benchmarks/test_rasterize.py``.
 """
-import numpy as np
 import pytest
 import torch
 
 import smplfast
-from smplfast.body.samplers import sample_poses
+from bench_common import posed_bodies
 from smplfast.ops import rasterize, rasterize_reference
 
 DEVICES = ["cpu"] + (["cuda"] if smplfast.cuda_available() else [])
@@ -24,14 +23,7 @@ FOCAL_256 = 300.0
 
 @pytest.fixture(scope="module")
 def bodies():
-    model = smplfast.SMPL()
-    pose = sample_poses(64, seed=0)
-    with torch.no_grad():
-        v = model(global_orient=pose[:, :3], body_pose=pose[:, 3:]).vertices
-    g = torch.Generator().manual_seed(0)
-    v = v - v.mean(1, keepdim=True)
-    v[..., 2] += 2.5 + 0.5 * torch.rand(64, 1, generator=g)
-    return v.contiguous(), torch.as_tensor(model.faces.astype(np.int64))
+    return posed_bodies(64)
 
 
 CASES = [  # (impl, batch, image side)

@@ -12,12 +12,11 @@ image) next to the kernel at the same size.
 
 Run: ``pytest benchmarks/test_soft_silhouette.py``.
 """
-import numpy as np
 import pytest
 import torch
 
 import smplfast
-from smplfast.body.samplers import sample_poses
+from bench_common import posed_bodies
 from smplfast.ops import rasterize, soft_silhouette, soft_silhouette_reference
 
 DEVICES = ["cpu"] + (["cuda"] if smplfast.cuda_available() else [])
@@ -26,14 +25,8 @@ FOCAL_256 = 300.0
 
 @pytest.fixture(scope="module")
 def bodies():
-    model = smplfast.SMPL()
-    pose = sample_poses(64, seed=0)
-    with torch.no_grad():
-        v = model(global_orient=pose[:, :3], body_pose=pose[:, 3:]).vertices
-    g = torch.Generator().manual_seed(0)
-    v = v - v.mean(1, keepdim=True)
-    v[..., 2] += 2.5 + 0.5 * torch.rand(64, 1, generator=g)
-    return v[:16].contiguous(), torch.as_tensor(model.faces.astype(np.int64))
+    v, faces = posed_bodies(64)
+    return v[:16].contiguous(), faces
 
 
 def scene(bodies, side, batch, device):

@@ -141,7 +141,8 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("lbs_backward", [](const Target& t, int dtype, int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A,
                            uintptr_t vp, int64_t vp_stride, uintptr_t idx, uintptr_t w, uintptr_t g,
-                           int64_t gsb, int64_t gsv, int64_t gsc, uintptr_t gA, uintptr_t gvp, uintptr_t gtr) {
+                           int64_t gsb, int64_t gsv, int64_t gsc, uintptr_t gA, uintptr_t gvp, uintptr_t gtr,
+                           uintptr_t gw) {
     LbsArgs a = lbs_args(B, V, K, J, A, vp, vp_stride, idx, w);
     a.grad_verts = vptr(g);
     a.grad_strides[0] = gsb;
@@ -150,6 +151,7 @@ PYBIND11_MODULE(_C, m) {
     a.grad_transforms = mptr(gA);
     a.grad_v_posed = mptr(gvp);
     a.grad_transl = mptr(gtr);
+    a.grad_w = mptr(gw);
     run(t, dtype, a, lbs_backward_cpu, SF_CUDA_FN(lbs_backward), "sparse_lbs_backward");
   });
   bind_keypoint_jacobian(m);

@@ -290,3 +290,70 @@ def test_lbs_backward_reads_strided_gradients():
         make_loss(ops.sparse_lbs_reference(ref_leaves[0], ref_leaves[1], idx, w, ref_leaves[2])).backward()
         for a, b in zip(leaves, ref_leaves):
             torch.testing.assert_close(a.grad, b.grad)
+
+
+# ------------------------------------------------------- zero influences, gradient w.r.t. weights
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lbs_zero_influences_gives_translation(device, dtype):
+    """K = 0: the empty blend is the zero transform, so every vertex sits at transl (was a segfault)."""
+    gen = torch.Generator().manual_seed(11)
+    A = torch.randn(3, 24, 3, 4, generator=gen, dtype=dtype).to(device).requires_grad_(True)
+    vp = torch.randn(3, 7, 3, generator=gen, dtype=dtype).to(device).requires_grad_(True)
+    tr = torch.randn(3, 3, generator=gen, dtype=dtype).to(device).requires_grad_(True)
+    idx = torch.zeros(7, 0, dtype=torch.int32, device=device)
+    w = torch.zeros(7, 0, dtype=dtype, device=device, requires_grad=True)
+    out = ops.sparse_lbs(A, vp, idx, w, tr)
+    torch.testing.assert_close(out, ops.sparse_lbs_reference(A, vp, idx, w, tr))
+    torch.testing.assert_close(out.detach(), tr.detach()[:, None, :].expand(3, 7, 3))
+    out.backward(torch.ones_like(out))
+    assert torch.count_nonzero(A.grad) == 0 and torch.count_nonzero(vp.grad) == 0
+    torch.testing.assert_close(tr.grad, torch.full_like(tr, 7.0))
+    assert w.grad.shape == (7, 0)
+    # No vertices and no influences at all.
+    e = ops.sparse_lbs(A.detach(), vp.detach()[:, :0], idx[:0], w.detach()[:0], tr.detach())
+    assert e.shape == (3, 0, 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,V", [(1, 50), (4, 300), (2, 6000)])
+def test_lbs_weights_gradient_matches_reference(device, dtype, B, V):
+    A, vp, idx, w, tr, _ = lbs_inputs(B, V, dtype, device)
+    w = w.clone().requires_grad_(True)
+    A.requires_grad_(True)
+    out = ops.sparse_lbs(A, vp, idx, w, tr)
+    w_ref = w.detach().clone().requires_grad_(True)
+    A_ref = A.detach().clone().requires_grad_(True)
+    ref = ops.sparse_lbs_reference(A_ref, vp, idx, w_ref, tr)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g)
+    tol = dict(atol=TOL[dtype]["atol"] * 50, rtol=TOL[dtype]["rtol"] * 50)
+    torch.testing.assert_close(w.grad, w_ref.grad, **tol)
+    torch.testing.assert_close(A.grad, A_ref.grad, **tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lbs_weights_gradcheck(device):
+    A, vp, idx, w, tr, _ = lbs_inputs(2, 25, torch.float64, device)
+    fn = lambda A, vp, w, tr: ops.sparse_lbs(A, vp, idx, w, tr)  # noqa: E731
+    args = (A.requires_grad_(), vp.requires_grad_(), w.clone().requires_grad_(), tr.requires_grad_())
+    assert torch.autograd.gradcheck(fn, args)
+    # Shared (batch-broadcast) mesh and a strided gradient from sum(): weights only.
+    A2, vp2, idx2, w2, tr2, _ = lbs_inputs(3, 20, torch.float64, device, shared_mesh=True)
+    fw = lambda w: ops.sparse_lbs(A2, vp2.expand(3, -1, -1), idx2, w, tr2)  # noqa: E731
+    assert torch.autograd.gradcheck(fw, (w2.clone().requires_grad_(),))
+    w3 = w2.clone().requires_grad_(True)
+    fw(w3).sum().backward()
+    w4 = w2.clone().requires_grad_(True)
+    ops.sparse_lbs_reference(A2, vp2.expand(3, -1, -1), idx2, w4, tr2).sum().backward()
+    torch.testing.assert_close(w3.grad, w4.grad)
+
+
+def test_lbs_opcheck_with_weights_grad():
+    A, vp, idx, w, tr, _ = lbs_inputs(2, 20, torch.float64, "cpu")
+    torch.library.opcheck(torch.ops.smplfast.sparse_lbs.default,
+                          (A.requires_grad_(), vp, idx, w.clone().requires_grad_(), tr))
+    idx0, w0 = idx[:, :0].contiguous(), w[:, :0].contiguous().requires_grad_()
+    torch.library.opcheck(torch.ops.smplfast.sparse_lbs.default, (A, vp.requires_grad_(), idx0, w0, tr))

@@ -103,6 +103,26 @@ __global__ void lbs_backward_kernel(int64_t B, int64_t V, int64_t K, int64_t J, 
   }
 }
 
+// d verts / d w: one thread per (vertex, influence), the batch summed in order (no atomics).
+template <typename T>
+__global__ void lbs_backward_weights_kernel(int64_t B, int64_t V, int64_t K, int64_t J, const T* A, const T* vp,
+                                            int64_t vp_stride, const int32_t* idx, const T* g, int64_t gsb,
+                                            int64_t gsv, int64_t gsc, T* gw) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= V * K) return;
+  const int64_t v = i / K;
+  const int64_t j = idx[i];
+  T s = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const T* Ak = A + b * J * 12 + j * 12;
+    const T* p = vp + b * vp_stride + v * 3;
+    const T* gsrc = g + b * gsb + v * gsv;
+    for (int r = 0; r < 3; ++r)
+      s += gsrc[r * gsc] * (Ak[r * 4 + 0] * p[0] + Ak[r * 4 + 1] * p[1] + Ak[r * 4 + 2] * p[2] + Ak[r * 4 + 3]);
+  }
+  gw[i] = s;
+}
+
 inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 template <typename T>
@@ -149,6 +169,17 @@ void lbs_forward_t(const LbsArgs& a, cudaStream_t s) {
 
 template <typename T>
 void lbs_backward_t(const LbsArgs& a, cudaStream_t s) {
+  if (a.grad_w && a.vertices * a.influences > 0) {
+    const int64_t n = a.vertices * a.influences;
+    if (a.batch == 0) {
+      check_cuda(cudaMemsetAsync(a.grad_w, 0, sizeof(T) * n, s), "lbs_backward");
+    } else {
+      lbs_backward_weights_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(
+          a.batch, a.vertices, a.influences, a.joints, static_cast<const T*>(a.transforms),
+          static_cast<const T*>(a.v_posed), a.v_posed_batch_stride, a.idx, static_cast<const T*>(a.grad_verts),
+          a.grad_strides[0], a.grad_strides[1], a.grad_strides[2], static_cast<T*>(a.grad_w));
+    }
+  }
   if (a.batch == 0) return;
   // The kernel accumulates with atomics: outputs start from zero.
   check_cuda(cudaMemsetAsync(a.grad_transforms, 0, sizeof(T) * a.batch * a.joints * 12, s), "lbs_backward");

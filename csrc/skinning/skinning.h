@@ -12,6 +12,7 @@
 //   sparse_lbs:       transforms[B,J,3,4], v_posed[B,V,3] (batch stride may be 0),
 //                     idx[V,K] (int32), w[V,K], transl[B,3] -> verts[B,V,3]
 //                     verts[b,v] = sum_k w[v,k] transforms[b, idx[v,k]] [v_posed[b,v]; 1] + transl[b]
+//                     K may be 0: an empty sum is the zero transform, so verts[b,v] = transl[b].
 #pragma once
 
 #include <cstdint>
@@ -65,6 +66,7 @@ struct LbsArgs {
   void* grad_transforms;
   void* grad_v_posed;
   void* grad_transl;
+  void* grad_w;  // [V,K] contiguous, summed over the batch; nullptr to skip
 };
 
 void rodrigues_forward_cpu(DType dtype, const RodriguesArgs& a);

@@ -85,8 +85,14 @@ void lbs_forward_rows(const LbsArgs& a) {
       const T* p = vp + b * a.v_posed_batch_stride + v * 3;
       const int32_t* iv = idx + v * K;
       const T* wv = w + v * K;
+      // K == 0 (no influences): the blended transform is the zero matrix, so the vertex lands on
+      // transl; never read wv[0] / iv[0], which do not exist then.
       T M[12];
-      for (int c = 0; c < 12; ++c) M[c] = wv[0] * Ab[static_cast<int64_t>(iv[0]) * 12 + c];
+      if (K > 0) {
+        for (int c = 0; c < 12; ++c) M[c] = wv[0] * Ab[static_cast<int64_t>(iv[0]) * 12 + c];
+      } else {
+        for (int c = 0; c < 12; ++c) M[c] = T(0);
+      }
       for (int64_t k = 1; k < K; ++k) {
         const T wk = wv[k];
         const T* Ak = Ab + static_cast<int64_t>(iv[k]) * 12;
@@ -155,6 +161,9 @@ inline Vec3<T> grad_at(const LbsArgs& a, const T* g, int64_t b, int64_t v) {
 }
 
 template <typename T>
+void lbs_backward_weights(const LbsArgs& a);
+
+template <typename T>
 void lbs_backward_impl(const LbsArgs& a) {
   const int64_t B = a.batch, V = a.vertices, K = a.influences, J = a.joints;
   const T* A = static_cast<const T*>(a.transforms);
@@ -166,6 +175,7 @@ void lbs_backward_impl(const LbsArgs& a) {
   T* gtr = static_cast<T*>(a.grad_transl);
   const int nthreads = omp_get_max_threads();
   const int64_t acc_size = J * 12 + 3;
+  if (a.grad_w) lbs_backward_weights<T>(a);
 
   if (B >= nthreads || V * B < 4096) {
     // Enough samples: each thread owns whole samples, so no reduction across threads is needed.
@@ -207,6 +217,33 @@ void lbs_backward_impl(const LbsArgs& a) {
         gA[b * J * 12 + i] = s;
       else
         gtr[b * 3 + (i - J * 12)] = s;
+    }
+  }
+}
+
+// d verts / d w: grad_w[v, k] = sum_b g[b, v] . (transforms[b, idx[v, k]] [v_posed[b, v]; 1]).
+// One vertex per iteration, the batch summed in order (deterministic, no reduction across threads).
+template <typename T>
+void lbs_backward_weights(const LbsArgs& a) {
+  const int64_t B = a.batch, V = a.vertices, K = a.influences, J = a.joints;
+  if (K == 0 || V == 0) return;
+  const T* A = static_cast<const T*>(a.transforms);
+  const T* vp = static_cast<const T*>(a.v_posed);
+  const T* g = static_cast<const T*>(a.grad_verts);
+  T* gw = static_cast<T*>(a.grad_w);
+#pragma omp parallel for schedule(static) if (V * B * K > 16384)
+  for (int64_t v = 0; v < V; ++v) {
+    const int32_t* iv = a.idx + v * K;
+    for (int64_t k = 0; k < K; ++k) {
+      T s = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        const T* Ak = A + b * J * 12 + static_cast<int64_t>(iv[k]) * 12;
+        const T* p = vp + b * a.v_posed_batch_stride + v * 3;
+        const Vec3<T> gv = grad_at(a, g, b, v);
+        for (int r = 0; r < 3; ++r)
+          s += gv.v[r] * (Ak[r * 4 + 0] * p[0] + Ak[r * 4 + 1] * p[1] + Ak[r * 4 + 2] * p[2] + Ak[r * 4 + 3]);
+      }
+      gw[v * K + k] = s;
     }
   }
 }

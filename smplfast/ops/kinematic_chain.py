@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, check_float, check_same, dtype_code, target
+from ._grad_checks import check_grad, check_saved
 
 OP = "smplfast.kinematic_chain"
 MAX_JOINTS = int(_C.build_info()["max_joints"])
@@ -78,9 +79,20 @@ def _(rot_mats, rest_joints, parents):
     return rest_joints.new_empty((B, J, 3)), rest_joints.new_empty((B, J, 3, 4))
 
 
+def _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms) -> None:
+    _check(rot_mats, rest_joints, parents)
+    B, J = rot_mats.shape[:2]
+    name = OP + "_backward"
+    check_saved(name, "posed", posed, [B, J, 3], rot_mats)
+    check_saved(name, "transforms", transforms, [B, J, 3, 4], rot_mats)
+    check_grad(name, "grad_posed", grad_posed, (B, J, 3), rot_mats)
+    check_grad(name, "grad_transforms", grad_transforms, (B, J, 3, 4), rot_mats)
+
+
 @torch.library.custom_op("smplfast::kinematic_chain_backward", mutates_args=())
 def _kinematic_chain_backward(grad_posed: Tensor, grad_transforms: Tensor, rot_mats: Tensor, rest_joints: Tensor,
                               parents: Tensor, posed: Tensor, transforms: Tensor) -> Tuple[Tensor, Tensor]:
+    _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms)
     B, J = rot_mats.shape[:2]
     R, rest, par = rot_mats.contiguous(), rest_joints.contiguous(), parents.contiguous()
     P, A = posed.contiguous(), transforms.contiguous()
@@ -95,6 +107,7 @@ def _kinematic_chain_backward(grad_posed: Tensor, grad_transforms: Tensor, rot_m
 
 @_kinematic_chain_backward.register_fake
 def _(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms):
+    _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms)
     B, J = rot_mats.shape[:2]
     return rot_mats.new_empty((B, J, 3, 3)), rest_joints.new_empty((B, J, 3))
 

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, check_float, dtype_code, target
+from ._grad_checks import check_grad
 
 OP = "smplfast.rodrigues"
 
@@ -43,8 +44,14 @@ def _(aa: Tensor) -> Tensor:
     return aa.new_empty(aa.shape[:-1] + (3, 3))
 
 
+def _check_backward(grad_R: Tensor, aa: Tensor) -> None:
+    _check(aa)
+    check_grad(OP + "_backward", "grad_R", grad_R, tuple(aa.shape[:-1]) + (3, 3), aa)
+
+
 @torch.library.custom_op("smplfast::rodrigues_backward", mutates_args=())
 def _rodrigues_backward(grad_R: Tensor, aa: Tensor) -> Tensor:
+    _check_backward(grad_R, aa)
     aa_c, g_c = aa.contiguous(), grad_R.contiguous()
     out = torch.empty_like(aa_c)
     _C.rodrigues_backward(target(aa), dtype_code(aa), aa_c.numel() // 3, aa_c.data_ptr(), g_c.data_ptr(), out.data_ptr())
@@ -53,6 +60,7 @@ def _rodrigues_backward(grad_R: Tensor, aa: Tensor) -> Tensor:
 
 @_rodrigues_backward.register_fake
 def _(grad_R: Tensor, aa: Tensor) -> Tensor:
+    _check_backward(grad_R, aa)
     return torch.empty_like(aa, memory_format=torch.contiguous_format)
 
 

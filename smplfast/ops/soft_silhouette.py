@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, dtype_code, target as _target
+from ._grad_checks import check_grad, check_saved
 
 OP = "smplfast.soft_silhouette"
 FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -253,9 +254,23 @@ def _(verts_2d, faces, height, width, sigma, cutoff):
     return verts_2d.new_empty((B, height, width)), verts_2d.new_empty((B, height, width))
 
 
+def _check_backward(grad_alpha, verts_2d, faces, transmittance, sigma, cutoff) -> None:
+    name = OP + "_backward"
+    if not isinstance(transmittance, Tensor) or transmittance.dim() != 3:
+        raise ValueError(f"{name}: transmittance must be (B, H, W); got "
+                         f"{tuple(transmittance.shape) if isinstance(transmittance, Tensor) else type(transmittance)}")
+    H, W = int(transmittance.shape[1]), int(transmittance.shape[2])
+    _check_op(verts_2d, faces, H, W, sigma, cutoff)
+    B = verts_2d.shape[0]
+    check_saved(name, "transmittance", transmittance, [B, H, W], verts_2d)
+    # The kernel converts the gradient to verts_2d's dtype, so any float dtype is accepted.
+    check_grad(name, "grad_alpha", grad_alpha, (B, H, W), verts_2d, any_float=True)
+
+
 @torch.library.custom_op("smplfast::soft_silhouette_backward", mutates_args=())
 def _soft_silhouette_backward(grad_alpha: Tensor, verts_2d: Tensor, faces: Tensor, transmittance: Tensor,
                               sigma: float, cutoff: float) -> Tensor:
+    _check_backward(grad_alpha, verts_2d, faces, transmittance, sigma, cutoff)
     B, V = verts_2d.shape[:2]
     F = faces.shape[0]
     H, W = transmittance.shape[1], transmittance.shape[2]
@@ -276,6 +291,7 @@ def _soft_silhouette_backward(grad_alpha: Tensor, verts_2d: Tensor, faces: Tenso
 
 @_soft_silhouette_backward.register_fake
 def _(grad_alpha, verts_2d, faces, transmittance, sigma, cutoff):
+    _check_backward(grad_alpha, verts_2d, faces, transmittance, sigma, cutoff)
     return verts_2d.new_empty(verts_2d.shape)
 
 

@@ -1,12 +1,13 @@
 """Sparse linear blend skinning (each vertex's few non-zero weights), as a custom op with analytic backward."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .._backend import _C, check_float, check_same, check_shape, dtype_code, target
+from ._grad_checks import check_grad
 
 OP = "smplfast.sparse_lbs"
 
@@ -33,14 +34,14 @@ def dense_to_sparse_weights(weights: Tensor, max_influences: int | None = None) 
 
 def sparse_lbs_reference(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor, transl: Tensor) -> Tensor:
     """Pure-PyTorch specification: verts[b, v] = sum_k weights[v, k] transforms[b, idx[v, k]] [v_posed[b, v]; 1]
-    + transl[b]."""
+    + transl[b]. With K = 0 influences the empty sum is the zero transform: every vertex lands on transl[b]."""
     A = transforms[:, idx.long()]                          # (B, V, K, 3, 4)
     M = (weights[None, :, :, None, None] * A).sum(dim=2)   # (B, V, 3, 4)
     v = (M[..., :3] @ v_posed.unsqueeze(-1))[..., 0] + M[..., 3]
     return v + transl[:, None, :]
 
 
-def _check(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor, transl: Tensor) -> None:
+def _check(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor, transl: Optional[Tensor]) -> None:
     check_float(OP, "transforms", transforms, [None, None, 3, 4])
     B, J = transforms.shape[:2]
     check_float(OP, "v_posed", v_posed, [B, None, 3])
@@ -49,8 +50,16 @@ def _check(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor, tr
     check_shape(OP, "idx", idx, [V, weights.shape[1]])
     if idx.dtype != torch.int32:
         raise TypeError(f"{OP}: idx must be int32; got {idx.dtype}")
-    check_float(OP, "transl", transl, [B, 3])
-    check_same(OP, "transforms", transforms, [("v_posed", v_posed), ("idx", idx), ("weights", weights), ("transl", transl)])
+    others = [("v_posed", v_posed), ("idx", idx), ("weights", weights)]
+    if transl is not None:  # the backward op does not take transl
+        check_float(OP, "transl", transl, [B, 3])
+        others.append(("transl", transl))
+    check_same(OP, "transforms", transforms, others)
+
+
+def _check_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor) -> None:
+    _check(transforms, v_posed, idx, weights, None)
+    check_grad(OP + "_backward", "grad_verts", grad_verts, (transforms.shape[0], v_posed.shape[1], 3), transforms)
 
 
 def _rows_view(v_posed: Tensor) -> Tuple[Tensor, int]:
@@ -87,7 +96,8 @@ def _(transforms, v_posed, idx, weights, transl):
 
 @torch.library.custom_op("smplfast::sparse_lbs_backward", mutates_args=())
 def _sparse_lbs_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor,
-                         need_v_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                         need_v_grad: bool, need_w_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    _check_backward(grad_verts, transforms, v_posed, idx, weights)
     B, J = transforms.shape[:2]
     V, K = weights.shape
     A, ix, w = transforms.contiguous(), idx.contiguous(), weights.contiguous()
@@ -96,18 +106,21 @@ def _sparse_lbs_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor
     gA = A.new_empty((B, J, 3, 4))
     gv = A.new_empty((B, V, 3)) if need_v_grad else A.new_empty((0,))
     gtr = A.new_empty((B, 3))
+    gw = A.new_empty((V, K)) if need_w_grad else A.new_empty((0,))
     _C.lbs_backward(target(A), dtype_code(A), B, V, K, J, A.data_ptr(), vp.data_ptr(), stride, ix.data_ptr(),
                     w.data_ptr(), g.data_ptr(), *g.stride(), gA.data_ptr(), gv.data_ptr() if need_v_grad else 0,
-                    gtr.data_ptr())
-    return gA, gv, gtr
+                    gtr.data_ptr(), gw.data_ptr() if need_w_grad and gw.numel() else 0)
+    return gA, gv, gtr, gw
 
 
 @_sparse_lbs_backward.register_fake
-def _(grad_verts, transforms, v_posed, idx, weights, need_v_grad):
+def _(grad_verts, transforms, v_posed, idx, weights, need_v_grad, need_w_grad):
+    _check_backward(grad_verts, transforms, v_posed, idx, weights)
     B, J = transforms.shape[:2]
-    V = weights.shape[0]
+    V, K = weights.shape
     gv = transforms.new_empty((B, V, 3)) if need_v_grad else transforms.new_empty((0,))
-    return transforms.new_empty((B, J, 3, 4)), gv, transforms.new_empty((B, 3))
+    gw = transforms.new_empty((V, K)) if need_w_grad else transforms.new_empty((0,))
+    return transforms.new_empty((B, J, 3, 4)), gv, transforms.new_empty((B, 3)), gw
 
 
 def _setup(ctx, inputs, output):
@@ -117,10 +130,11 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_verts):
     transforms, v_posed, idx, weights = ctx.saved_tensors
-    need_v = bool(ctx.needs_input_grad[1])
-    gA, gv, gtr = _sparse_lbs_backward(grad_verts, transforms, v_posed, idx, weights, need_v)
-    # Skinning weights are model constants: no gradient flows to them (or to the integer idx).
-    return gA, (gv if need_v else None), None, None, gtr
+    need_v, need_w = bool(ctx.needs_input_grad[1]), bool(ctx.needs_input_grad[3])
+    gA, gv, gtr, gw = _sparse_lbs_backward(grad_verts, transforms, v_posed, idx, weights, need_v, need_w)
+    # d verts[b, v] / d weights[v, k] = transforms[b, idx[v, k]] [v_posed[b, v]; 1], summed over the
+    # batch against grad_verts (padding entries get theirs too); the integer idx has none.
+    return gA, (gv if need_v else None), None, (gw if need_w else None), gtr
 
 
 _sparse_lbs.register_autograd(_backward, setup_context=_setup)
@@ -131,5 +145,8 @@ def sparse_lbs(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor
     :func:`kinematic_chain`), rest-pose vertices ``v_posed`` ``(B, V, 3)`` (may be a batch-broadcast
     ``expand`` of one mesh), per-vertex joint ids ``idx`` ``(V, K)`` int32 with weights ``(V, K)`` (see
     :func:`dense_to_sparse_weights`) and a translation ``(B, 3)``. Differentiable in transforms,
-    v_posed and transl."""
+    v_posed, weights and transl (float64 gradcheck-tested on the real kernels).
+
+    K may be 0 (``idx`` of shape ``(V, 0)``): LBS with no influences blends the zero transform, so
+    every vertex is placed at ``transl[b]`` and gets no gradient from the transforms."""
     return _sparse_lbs(transforms, v_posed, idx, weights, transl)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._backend import _C, dtype_code, target
+from ._grad_checks import check_grad
 
 OP = "smplfast.uv_lookup"
 
@@ -273,10 +274,16 @@ def _(grid, part, uv, batch_index, valid, deterministic):
     return grid.new_empty((part.shape[0], grid.shape[4]))
 
 
+def _check_backward(grad_out, grid, part, uv, batch_index, valid) -> None:
+    _check_meta(grid, part, uv, batch_index, valid)
+    check_grad(OP + "_backward", "grad_out", grad_out, (part.shape[0], grid.shape[4]), grid)
+
+
 @torch.library.custom_op("smplfast::uv_lookup_backward", mutates_args=())
 def _uv_lookup_backward(grad_out: Tensor, grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Tensor],
                         valid: Optional[Tensor], need_grid: bool, need_uv: bool,
                         deterministic: bool) -> Tuple[Tensor, Tensor]:
+    _check_backward(grad_out, grid, part, uv, batch_index, valid)
     N, G, P, R, C = _sizes(grid, part)
     empty = grid.new_empty((0,))
     if not (need_grid or need_uv):
@@ -295,6 +302,7 @@ def _uv_lookup_backward(grad_out: Tensor, grid: Tensor, part: Tensor, uv: Tensor
 
 @_uv_lookup_backward.register_fake
 def _(grad_out, grid, part, uv, batch_index, valid, need_grid, need_uv, deterministic):
+    _check_backward(grad_out, grid, part, uv, batch_index, valid)
     gg = grid.new_empty(grid.shape) if need_grid else grid.new_empty((0,))
     guv = uv.new_empty((part.shape[0], 2)) if need_uv else uv.new_empty((0,))
     return gg, guv

@@ -984,3 +984,81 @@ def test_crop_cache_multiview(mv_files, tmp_path):
         _items_equal(ds[i], cached[i])
     train = MultiViewDataset(path, img_dir, seed=0, img_res=64, crop_cache=tmp_path / "mv_cache")
     assert torch.all(train[0]["rot_angle"] == 0)
+
+
+# ------------------------------------------------------------------------- hostile / corrupt inputs
+def test_paths_outside_the_image_folder_are_refused(spin_files, tmp_path, densepose_files):
+    path, img_dir, a = spin_files
+    for name in ("../../x.png", "/etc/passwd", "sub/../../x.png"):
+        imgname = a["imgname"].copy().astype(object)
+        imgname[3] = name
+        bad = dict(a, imgname=imgname.astype(str))
+        with pytest.raises(DataFormatError, match=r"escape\.npz: key 'imgname' at sample index 3: path .* outside"):
+            SPINDataset(_write_npz(tmp_path / "escape.npz", bad), img_dir)
+    bad = dict(a, maskname=np.array(["ok.png"] * 7 + ["../m.png"]))
+    with pytest.raises(DataFormatError, match=r"key 'maskname' at sample index 7"):
+        SPINDataset(_write_npz(tmp_path / "escape_mask.npz", bad), img_dir)
+    dp_path, tmp, data = densepose_files
+    d = json.loads(json.dumps(data))
+    d["images"][0]["file_name"] = "../../secret.jpg"
+    p = tmp_path / "dp_escape.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(DataFormatError, match=r"dp_escape\.json: images\[0\] .*file_name: path .* outside"):
+        DensePoseDataset(p, tmp / "img")
+
+
+def test_non_finite_labels_and_overflowing_boxes_are_refused(spin_files, tmp_path):
+    path, img_dir, a = spin_files
+    pose = a["pose"].copy()
+    pose[2, 5] = np.nan                       # has_smpl[2] = 1: an error naming key and row
+    with pytest.raises(DataFormatError, match=r"key 'pose' holds NaN or Inf .*has_smpl.* sample index 2"):
+        SPINDataset(_write_npz(tmp_path / "nan_pose.npz", dict(a, pose=pose)), img_dir)
+    pose = a["pose"].copy()
+    pose[3, 5] = np.nan                       # has_smpl[3] = 0: flagged, loaded as 0
+    ds = SPINDataset(_write_npz(tmp_path / "nan_unused.npz", dict(a, pose=pose)), img_dir, is_train=False)
+    assert np.isfinite(ds.data["pose"]).all() and torch.isfinite(ds[3]["pose"]).all()
+    S = a["S"].copy()
+    S[1, 0, 0] = np.inf
+    with pytest.raises(DataFormatError, match=r"key 'S' holds NaN or Inf .*sample index 1"):
+        SPINDataset(_write_npz(tmp_path / "inf_S.npz", dict(a, S=S)), img_dir)
+    for key, value in (("center", 1e300), ("scale", 1e300), ("center", np.inf)):
+        arr = a[key].copy()
+        arr[4] = value
+        with pytest.raises(DataFormatError, match=rf"key '{key}'"):
+            SPINDataset(_write_npz(tmp_path / "big_box.npz", dict(a, **{key: arr})), img_dir)
+
+
+def test_corrupt_files_and_read_only_output_are_named(spin_files, tmp_path, densepose_files):
+    from smplfast.data.formats import load_densepose_json, views_as_samples
+
+    path, img_dir, a = spin_files
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(open(path, "rb").read()[:200])
+    with pytest.raises(DataFormatError, match=r"corrupt\.npz: not a readable npz"):
+        SPINDataset(corrupt, img_dir)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"this is not a zip file at all")
+    with pytest.raises(DataFormatError, match=r"junk\.npz"):
+        load_spin_npz(junk)
+    dp_path, tmp, data = densepose_files
+    for mangled in ({"images": "x", "annotations": []}, {"images": [1], "annotations": []},
+                    dict(data, annotations=[dict(data["annotations"][0], bbox=["a", "b", "c", "d"])])):
+        p = tmp_path / "malformed.json"
+        p.write_text(json.dumps(mangled))
+        with pytest.raises(DataFormatError, match=r"malformed\.json"):
+            load_densepose_json(p)
+    # A read-only output folder (simulated: root ignores permissions): the error names the file.
+    import smplfast._io
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    mv = tmp_path / "mv.npz"
+    np.savez(mv, imgname=np.array([["a.jpg", "b.jpg"]]), center=np.ones((1, 2, 2)), scale=np.ones((1, 2)))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(smplfast._io, "atomic_write", refuse)
+    try:
+        with pytest.raises(PermissionError, match=r"cannot write .*ro/out\.npz.*Permission denied"):
+            views_as_samples(mv, tmp_path / "ro" / "out.npz")
+    finally:
+        mp.undo()

@@ -282,3 +282,17 @@ def test_data_struct_and_npz_and_folder_loading(tmp_path, small_file):
         torch.testing.assert_close(m(body_pose=bp).vertices, a(body_pose=bp).vertices)
     with pytest.raises(FileNotFoundError, match="SMPL_MALE.npz"):
         smplfast.SMPL(model_path=str(tmp_path), gender="male", ext="npz")
+
+
+def test_non_finite_template_regressor_and_negative_num_betas_are_rejected():
+    base = smplfast.SMPL()
+    tpl = base.v_template.clone()
+    tpl[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="v_template contains NaN or Inf"):
+        smplfast.SMPL(v_template=tpl)
+    reg = torch.zeros(2, tpl.shape[0])
+    reg[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="extra_joint_regressor contains NaN or Inf .*row 1"):
+        smplfast.SMPL(extra_joint_regressor=reg)
+    with pytest.raises(ValueError, match="num_betas must be an integer >= 0"):
+        smplfast.SMPL(num_betas=-5)

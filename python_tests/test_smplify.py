@@ -425,3 +425,58 @@ def test_multiview_calibrated_initial_translation_accounts_for_the_root_joint(fi
     init[..., :3] = samplers.matrix_to_axis_angle(R @ samplers.axis_angle_to_matrix(pose[:, :3])[:, None])
     res = mv.fit(init, betas[:, None].repeat(1, V, 1), t_v, torch.full((B, V, 2), CENTER), kp, cam_rot=R, cam_transl=T)
     torch.testing.assert_close(res.camera_translation[:, 0], torch.zeros(B, 3), atol=1e-4, rtol=0)
+
+
+def test_out_of_range_inputs_are_rejected_and_results_stay_finite(fitter_model, bodies):
+    pose, betas, cam_t, joints, kp = bodies
+    B = pose.shape[0]
+    f = SMPLify(model=fitter_model, lm_iters=3, camera_lm_iters=2)
+    with pytest.raises(ValueError, match=r"init_pose must satisfy \|value\| < 30 rad"):
+        f.fit(torch.full_like(pose, 1e20), betas, cam_t, center(B), kp)
+    big = kp.clone()
+    big[0, 3, 0] = 1e20
+    with pytest.raises(ValueError, match="keypoints_2d coordinates"):
+        f.fit(pose, betas, cam_t, center(B), big)
+    big = kp.clone()
+    big[0, 3, 2] = 1e20
+    with pytest.raises(ValueError, match=r"confidences must be in \[0, 1000\]"):
+        f.fit(pose, betas, cam_t, center(B), big)
+    behind = cam_t.clone()
+    behind[1, 2] = -3.0
+    with pytest.raises(ValueError, match=r"init_cam_t .*depth t_z > 0"):
+        f.fit(pose, betas, behind, center(B), kp)
+    for focal in (0.0, -5.0, float("nan")):
+        with pytest.raises(ValueError, match="focal_length must be finite and > 0"):
+            SMPLify(model=fitter_model, focal_length=focal)
+    # Large but accepted inputs (a 25 rad pose, 1e5 px keypoints with confidence 1e3) give finite results.
+    wild = kp.clone()
+    wild[:, :, :2] *= 400.0
+    wild[:, :, 2] = 1e3
+    res = f.fit((pose + 25.0).clamp(max=29.0), betas, cam_t, center(B), wild)
+    for name in ("vertices", "joints", "pose", "betas", "camera_translation", "reprojection_loss", "loss"):
+        assert torch.isfinite(getattr(res, name)).all(), name
+
+
+def test_multiview_rejects_invalid_cameras_and_handles_empty_batches(fitter_model):
+    pose, betas, joints, R, T, kp = make_rig(fitter_model, 2, seed=27)
+    init, b0, t0 = per_view_init(pose, betas, R, T, seed=27)
+    c = torch.full((2, 4, 2), CENTER)
+    cal = MultiViewSMPLify(model=fitter_model, calibrated=True, lm_iters=2)
+    with pytest.raises(ValueError, match="init_transl contains NaN"):
+        cal.fit(init, b0, None, c, kp, cam_rot=R, cam_transl=T, init_transl=torch.full((2, 3), float("nan")))
+    with pytest.raises(ValueError, match="cam_rot must be rotation matrices"):
+        cal.fit(init, b0, None, c, kp, cam_rot=torch.zeros_like(R), cam_transl=T, init_transl=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"focal_length must be > 0"):
+        cal.fit(init, b0, None, c, kp, cam_rot=R, cam_transl=T, init_transl=torch.zeros(2, 3),
+                focal_length=torch.zeros(2, 4, 2))
+    unc = MultiViewSMPLify(model=fitter_model, lm_iters=2, camera_lm_iters=1)
+    with pytest.raises(ValueError, match=r"init_cam_t .*depth t_z > 0"):
+        unc.fit(init, b0, -t0, c, kp)
+    with pytest.raises(ValueError, match=r"init_pose must satisfy"):
+        unc.fit(init + 1e20, b0, t0, c, kp)
+    empty = unc.fit(init[:0], b0[:0], t0[:0], c[:0], kp[:0])
+    assert empty.pose.shape == (0, 4, 72) and empty.betas.shape == (0, 10) and empty.converged.shape == (0,)
+    empty = cal.fit(init[:0], b0[:0], None, c[:0], kp[:0], cam_rot=R[:0], cam_transl=T[:0], init_transl=torch.zeros(0, 3))
+    assert empty.camera_translation.shape == (0, 4, 3)
+    res = cal.fit(init, b0, None, c, kp, cam_rot=R, cam_transl=T, init_transl=torch.zeros(2, 3))
+    assert torch.isfinite(res.vertices).all() and torch.isfinite(res.loss).all()

@@ -315,3 +315,30 @@ def test_datasets_read_the_output(single, multi):
     assert len(mv) == multi.num_people
     first = mv[0]
     assert first["img"].shape[0] == 4
+
+
+def test_overwrite_deletes_only_files_generate_wrote(tmp_path):
+    # A folder without synth.json: overwrite writes into it and deletes nothing.
+    out = tmp_path / "mixed"
+    for d in ("images", "masks", "parts", "iuv"):
+        (out / d).mkdir(parents=True)
+        (out / d / "mine.png").write_bytes(b"user data")
+    with pytest.raises(ValueError, match="not empty"):
+        _gen(out, 1, 1, shard_size=1)
+    _gen(out, 1, 1, shard_size=1, overwrite=True)
+    for d in ("images", "masks", "parts", "iuv"):
+        assert (out / d / "mine.png").read_bytes() == b"user data"
+    # A synth output re-made with other settings: the old run's files go, the user's stay.
+    _gen(out, 1, 1, shard_size=1, overwrite=True, image_format="png")
+    assert not list((out / "images").glob("*.jpg"))
+    for d in ("images", "masks", "parts", "iuv"):
+        assert (out / d / "mine.png").read_bytes() == b"user data"
+
+
+def test_unwritable_output_folder_is_named(tmp_path, monkeypatch):
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(synth, "atomic_write_bytes", refuse)
+    with pytest.raises(PermissionError, match=r"synth: cannot write into .*ro.*Permission denied"):
+        _gen(tmp_path / "ro", 1, 1, shard_size=1)

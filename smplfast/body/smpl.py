@@ -151,11 +151,17 @@ class SMPL(nn.Module):
         self.model_source = model.source
 
         shapedirs = model.shapedirs
+        if (isinstance(num_betas, bool) or not isinstance(num_betas, (int, float, np.integer, np.floating))
+                or not np.isfinite(num_betas) or num_betas != int(num_betas) or num_betas < 0):
+            raise ValueError(f"SMPL: num_betas must be an integer >= 0; got {num_betas!r}")
         num_betas = int(min(num_betas, shapedirs.shape[-1], self.SHAPE_SPACE_DIM))
         shapedirs = shapedirs[:, :, :num_betas]
         template = model.v_template if v_template is None else _to_numpy(v_template)
         if template.shape != model.v_template.shape:
             raise ValueError(f"SMPL: v_template must have shape {model.v_template.shape}; got {template.shape}")
+        if v_template is not None and not np.isfinite(template).all():
+            bad = int(np.argwhere(~np.isfinite(template))[0][0])
+            raise ValueError(f"SMPL: v_template contains NaN or Inf (first at vertex {bad})")
         if age == "kid":
             if not kid_template_path or not os.path.exists(kid_template_path):
                 raise FileNotFoundError(f"SMPL: age='kid' needs kid_template_path to an existing .npy file; got {kid_template_path!r}")
@@ -219,6 +225,9 @@ class SMPL(nn.Module):
             R = _to_numpy(extra_joint_regressor)
             if R.ndim != 2 or R.shape[1] != V:
                 raise ValueError(f"SMPL: extra_joint_regressor must be (E, {V}); got {R.shape}")
+            if not np.isfinite(R).all():
+                bad = int(np.argwhere(~np.isfinite(R))[0][0])
+                raise ValueError(f"SMPL: extra_joint_regressor contains NaN or Inf (first in row {bad})")
             rows.extend(list(R))
         # A named keypoint set (smplfast.body.keypoints) replaces the output joints.
         self.keypoints = keypoints

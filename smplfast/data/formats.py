@@ -82,6 +82,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple, Union
 
@@ -170,6 +172,11 @@ SPIN_REQUIRED_KEYS: Tuple[str, ...] = tuple(k for k, s in SPIN_KEYS.items() if s
 PER_PERSON_KEYS: Tuple[str, ...] = tuple(k for k, s in SPIN_KEYS.items() if s.per_person)
 #: Keys that come as a group: all or none.
 CALIBRATION_KEYS: Tuple[str, ...] = ("cam_rot", "cam_transl", "cam_focal", "cam_center")
+#: Labels with a presence flag: where the flag is > 0 (or the flag is absent) the label must be finite;
+#: where it is 0 the loaders replace non-finite values by 0 (the sample is flagged, its label unused).
+LABEL_FLAGS: Dict[str, str] = {"pose": "has_smpl", "shape": "has_smpl", "S": "has_pose_3d"}
+#: Keys holding paths relative to the image root.
+PATH_KEYS: Tuple[str, ...] = ("imgname", "maskname", "partname", "iuvname")
 #: SPIN's gender codes for the ``gender`` item (anything else, e.g. 'n', is -1).
 GENDER_CODES: Dict[str, int] = {"m": 0, "male": 0, "f": 1, "female": 1}
 
@@ -266,8 +273,36 @@ def validate_spin_arrays(arrays: Mapping[str, np.ndarray], *, multiview: bool = 
             raise DataFormatError(f"{source}: key 'pose_family' must lie in -1 .. {len(POSE_FAMILIES) - 1} "
                                   f"(indices into POSE_FAMILIES, -1 = unknown); bad at sample index(es) "
                                   f"{idx[:10].tolist()}{' ...' if idx.size > 10 else ''}")
+    for key, spec in SPIN_KEYS.items():  # loaders cast numbers to float32: a finite value must stay finite
+        if key in arrays and spec.kind == "float" and key not in CALIBRATION_KEYS:
+            a = np.asarray(arrays[key])
+            if a.dtype.kind == "f" and a.dtype.itemsize > 4 and a.size:
+                with np.errstate(over="ignore"):
+                    over = np.isfinite(a) & ~np.isfinite(a.astype(np.float32))
+                if over.any():
+                    row = int(np.argwhere(over)[0][0])
+                    raise DataFormatError(f"{source}: key {key!r} holds values beyond the float32 range "
+                                          f"(first at sample index {row})")
+    for key, flag in LABEL_FLAGS.items():  # a label marked present must be finite
+        if key not in arrays:
+            continue
+        a = np.asarray(arrays[key], dtype=np.float64)
+        lead = a.shape[:1] if SPIN_KEYS[key].per_person or v is None else a.shape[:2]
+        bad = ~np.isfinite(a).reshape(*lead, -1).all(axis=-1)
+        if flag in arrays:
+            bad &= np.asarray(arrays[flag], dtype=np.float64).reshape(lead) > 0
+        if bad.any():
+            row = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataFormatError(f"{source}: key {key!r} holds NaN or Inf in a sample marked present "
+                                  f"({flag} = 1, or {flag} absent) at sample index {row[0] if len(row) == 1 else row}; "
+                                  f"fix the values or set {flag} = 0 for that sample")
+    for key in PATH_KEYS:
+        if key in arrays:
+            check_relative_paths(arrays[key], key, source)
     for key in ("center", "scale"):
         a = np.asarray(arrays[key], dtype=np.float64)
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32).astype(np.float64)  # the loaders' float32 (1e300 is Inf there)
         bad = ~np.isfinite(a).reshape(n, -1).all(axis=1)
         if key == "scale":
             bad |= ~(a.reshape(n, -1) > 0).all(axis=1)
@@ -278,6 +313,32 @@ def validate_spin_arrays(arrays: Mapping[str, np.ndarray], *, multiview: bool = 
     return n, v
 
 
+def check_relative_path(name, what: str) -> None:
+    """``name`` must be a path relative to its root that stays inside it (no absolute path, no ``..``
+    that climbs out); raises :class:`DataFormatError` with ``what`` (the file and sample) otherwise."""
+    name = str(name)
+    if not name:
+        return
+    norm = os.path.normpath(name.replace("\\", "/"))
+    if os.path.isabs(name) or os.path.isabs(norm) or norm == ".." or norm.startswith("../") or (
+            len(name) > 1 and name[1] == ":"):
+        raise DataFormatError(f"{what}: path {name!r} points outside the image folder; image paths must be "
+                              "relative to it (no absolute paths, no '..' leaving it)")
+
+
+def check_relative_paths(names, key: str, source: str) -> None:
+    """:func:`check_relative_path` on every entry of a path array, naming the key and sample index."""
+    a = _as_str_array(np.asarray(names))
+    flat = a.reshape(-1)
+    for name in set(flat.tolist()):
+        try:
+            check_relative_path(name, "")
+        except DataFormatError:
+            idx = np.unravel_index(int(np.flatnonzero(flat == name)[0]), a.shape)
+            where = idx[0] if len(idx) == 1 else tuple(int(i) for i in idx)
+            check_relative_path(name, f"{source}: key {key!r} at sample index {where}")
+
+
 def _as_str_array(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.kind == "S":
@@ -286,6 +347,23 @@ def _as_str_array(a: np.ndarray) -> np.ndarray:
         return np.vectorize(lambda s: s.decode("utf-8") if isinstance(s, bytes) else str(s), otypes=[str])(a) \
             if a.size else a.astype(str)
     return a
+
+
+def _read_npz(path: str) -> Dict[str, np.ndarray]:
+    """All arrays of an npz; a file that is not a readable npz is a DataFormatError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise DataFormatError(f"{path}: not an npz archive (a single .npy array); a SPIN file is an npz")
+            return {k: f[k] for k in f.files}
+    except DataFormatError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):  # object arrays need pickle; a SPIN file never does
+            raise DataFormatError(f"{path}: cannot read without pickle ({e}); store strings as unicode arrays") from None
+        raise DataFormatError(f"{path}: not a readable npz ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as e:
+        raise DataFormatError(f"{path}: not a readable npz (corrupt or truncated?): {type(e).__name__}: {e}") from None
 
 
 def load_spin_npz(path: PathLike, *, multiview: bool = False) -> Dict[str, np.ndarray]:
@@ -302,11 +380,7 @@ def load_spin_npz(path: PathLike, *, multiview: bool = False) -> Dict[str, np.nd
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SPIN npz not found: {path!r}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            raw = {k: f[k] for k in f.files}
-    except ValueError as e:  # object arrays need pickle; a SPIN file never does
-        raise DataFormatError(f"{path}: cannot read without pickle ({e}); store strings as unicode arrays") from None
+    raw = _read_npz(path)
     n, v = validate_spin_arrays(raw, multiview=multiview, source=path)
     out: Dict[str, np.ndarray] = {}
     for key, spec in SPIN_KEYS.items():
@@ -325,6 +399,10 @@ def load_spin_npz(path: PathLike, *, multiview: bool = False) -> Dict[str, np.nd
             out[key] = np.full(lead, -1, dtype=np.int64)
         else:
             out[key] = np.zeros(lead + spec.shape, dtype=dtype)
+    for key, flag in LABEL_FLAGS.items():  # labels of samples flagged absent: non-finite values become 0
+        a = out[key]
+        if not np.isfinite(a).all():
+            out[key] = np.where(np.isfinite(a), a, 0).astype(a.dtype)
     if "cam_rot" in raw:
         for key in CALIBRATION_KEYS:
             out[key] = np.asarray(raw[key], dtype=np.float64)
@@ -351,6 +429,21 @@ def validate_densepose(data: Mapping, *, source: str = "<json>") -> None:
     if not isinstance(data, Mapping) or "images" not in data or "annotations" not in data:
         got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
         raise DataFormatError(f"{source}: a DensePose json is an object with 'images' and 'annotations'; got {got}")
+    for key in ("images", "annotations"):
+        if not isinstance(data[key], list):
+            raise DataFormatError(f"{source}: {key!r} must be a list; got {type(data[key]).__name__}")
+        for i, entry in enumerate(data[key]):
+            if not isinstance(entry, Mapping):
+                raise DataFormatError(f"{source}: {key}[{i}] must be an object; got {type(entry).__name__}")
+    try:
+        _validate_densepose_entries(data, source)
+    except DataFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a value of the wrong type
+        raise DataFormatError(f"{source}: malformed DensePose entry ({type(e).__name__}: {e})") from None
+
+
+def _validate_densepose_entries(data: Mapping, source: str) -> None:
     ids = set()
     for i, im in enumerate(data["images"]):
         miss = [k for k in DENSEPOSE_IMAGE_KEYS if k not in im]
@@ -359,6 +452,11 @@ def validate_densepose(data: Mapping, *, source: str = "<json>") -> None:
         if im["id"] in ids:
             raise DataFormatError(f"{source}: images[{i}] repeats image id {im['id']!r}")
         ids.add(im["id"])
+        for key in ("file_name", "iuv_file_name"):
+            if key in im:
+                if not isinstance(im[key], str):
+                    raise DataFormatError(f"{source}: images[{i}] {key} must be a string; got {im[key]!r}")
+                check_relative_path(im[key], f"{source}: images[{i}] (id {im['id']!r}) {key}")
     for i, ann in enumerate(data["annotations"]):
         where = f"{source}: annotations[{i}] (id {ann.get('id', '?')!r})"
         miss = [k for k in DENSEPOSE_ANNOTATION_KEYS if k not in ann]
@@ -398,7 +496,7 @@ def load_densepose_json(path: PathLike) -> Dict:
     with open(path, "r", encoding="utf-8") as f:
         try:
             data = json.load(f)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataFormatError(f"{path}: not valid json ({e})") from None
     validate_densepose(data, source=path)
     return data
@@ -417,8 +515,7 @@ def views_as_samples(mv_npz: PathLike, out_npz: PathLike) -> str:
     mv_npz = os.fspath(mv_npz)
     if not os.path.isfile(mv_npz):
         raise FileNotFoundError(f"MV-SPIN npz not found: {mv_npz!r}")
-    with np.load(mv_npz, allow_pickle=False) as f:
-        raw = {k: f[k] for k in f.files}
+    raw = _read_npz(mv_npz)
     n, v = validate_spin_arrays(raw, multiview=True, source=mv_npz)
     out = {}
     for key, a in raw.items():
@@ -431,5 +528,8 @@ def views_as_samples(mv_npz: PathLike, out_npz: PathLike) -> str:
             raise DataFormatError(f"{mv_npz}: key {key!r} of shape {a.shape} has neither a (N, V) = ({n}, {v}) "
                                   "view axis nor a per-person axis")
     validate_spin_arrays(out, multiview=False, source=os.fspath(out_npz))
-    atomic_write(out_npz, lambda fh: np.savez(fh, **out))
+    try:
+        atomic_write(out_npz, lambda fh: np.savez(fh, **out))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {os.fspath(out_npz)!r}: {e.strerror or e}") from e
     return os.fspath(out_npz)

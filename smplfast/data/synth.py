@@ -22,7 +22,7 @@ settings give byte-identical arrays whatever the number of workers.
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -607,23 +607,61 @@ def _prepare_dir(out: Path, settings: SynthSettings, overwrite: bool) -> None:
                                  "or choose another folder")
             _remove_outputs(out)
     elif out.is_dir() and any(out.iterdir()):
+        # No synth.json: nothing proves the folder's files are ours, so nothing is deleted; overwrite only
+        # lets generate write into it (replacing files of the names it writes).
         if not overwrite:
             raise ValueError(f"{str(out)!r} is not empty and holds no {SETTINGS_FILE}; choose an empty or new folder, "
-                             "or pass overwrite=True (--overwrite) to write into it")
-        _remove_outputs(out)
+                             "or pass overwrite=True (--overwrite) to write into it (no existing file is deleted; "
+                             "files with the names it writes are replaced)")
     for d in _OUTPUT_DIRS:
         (out / d).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(meta, json.dumps(wanted, indent=2).encode())
 
 
+_SHARD_FILE = re.compile(r"\d{5}\.(npz|json|done)")
+
+
+def _written_files(out: Path) -> List[Path]:
+    """The files a previous :func:`generate` run wrote in ``out``, as its shard records list them: the
+    shard files, every image / mask / parts / IUV file named in a shard's json, and the merged outputs.
+    Files nobody listed (a user's own files in the same folders) are not included."""
+    files = [out / f for f in _OUTPUT_FILES]
+    shards = out / "shards"
+    if shards.is_dir():
+        for p in sorted(shards.iterdir()):
+            if not _SHARD_FILE.fullmatch(p.name):
+                continue
+            files.append(p)
+            if p.suffix != ".json":
+                continue
+            try:
+                records = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue  # unreadable: its images stay (they are replaced by name when regenerated)
+            for rec in records if isinstance(records, list) else []:
+                if not isinstance(rec, dict) or not isinstance(rec.get("file_name"), str):
+                    continue
+                stem = Path(rec["file_name"]).stem
+                files += [out / rec["file_name"], out / "masks" / f"{stem}.png", out / "parts" / f"{stem}.png"]
+                if isinstance(rec.get("iuv_file_name"), str):
+                    files.append(out / rec["iuv_file_name"])
+    return files
+
+
 def _remove_outputs(out: Path) -> None:
-    """Delete what :func:`generate` writes (and nothing else) from ``out``."""
+    """Delete what a previous :func:`generate` run wrote (as listed by :func:`_written_files`) and
+    nothing else: a file of the user's in ``images/`` etc. survives; emptied output folders go."""
+    root = out.resolve()
+    allowed = {root / d for d in _OUTPUT_DIRS} | {root}
+    for f in _written_files(out):
+        r = f.resolve()
+        if r.parent in allowed and r.is_file():  # never outside the output folders (a crafted record)
+            r.unlink()
     for d in _OUTPUT_DIRS:
-        if (out / d).is_dir():
-            shutil.rmtree(out / d)
-    for f in _OUTPUT_FILES:
-        if (out / f).is_file():
-            (out / f).unlink()
+        try:
+            (out / d).rmdir()   # only when empty
+        except OSError:
+            pass
 
 
 def _shard_done(out: Path, settings: SynthSettings, index: int) -> bool:
@@ -751,7 +789,10 @@ def generate(out_dir, num: Optional[int] = None, views: Optional[int] = None, si
         raise ValueError(f"workers must be an int >= 1; got {workers!r}")
     out = Path(out_dir).resolve()
     t0 = time.perf_counter()
-    _prepare_dir(out, settings, overwrite)
+    try:
+        _prepare_dir(out, settings, overwrite)
+    except OSError as e:  # e.g. a read-only folder: name it
+        raise type(e)(e.errno, f"synth: cannot write into {str(out)!r} ({e.filename or ''}): {e.strerror or e}") from e
     todo = [k for k in range(settings.num_shards) if not _shard_done(out, settings, k)]
     skipped = settings.num_shards - len(todo)
     stage: Dict[str, float] = {}

@@ -25,7 +25,8 @@ from .. import ops
 from ..body.samplers import matrix_to_axis_angle
 from .lm import levenberg_marquardt
 from .priors import angle_prior_residuals
-from .smplify import SMPLify, SMPLifyResult
+from .smplify import (MAX_ABS_BETAS, MAX_ABS_PIXELS, MAX_ABS_POSE, MAX_ABS_TRANSLATION, ROTATION_TOLERANCE, SMPLify,
+                      SMPLifyResult)
 
 
 def rotation_mean(R: Tensor) -> Tensor:
@@ -68,17 +69,28 @@ class MultiViewSMPLify(SMPLify):
             got = tuple(keypoints_2d.shape) if torch.is_tensor(keypoints_2d) else type(keypoints_2d).__name__
             raise ValueError(f"MultiViewSMPLify: keypoints_2d must be (B, V, {self.num_keypoints}, 3); got {got}")
         B, V = keypoints_2d.shape[:2]
-        flat = lambda t, n: None if t is None else self._check_views(t, B, V, n)  # noqa: E731
+        if V == 0:
+            raise ValueError(f"MultiViewSMPLify: keypoints_2d has no views; got {tuple(keypoints_2d.shape)}")
+        flat = lambda t, n, name, bound=None: None if t is None else self._check_views(t, B, V, n, name, bound)  # noqa: E731
         kp = self._check_keypoints(keypoints_2d.reshape(B * V, *keypoints_2d.shape[2:]))
-        pose_v, betas_v = flat(init_pose, (72,)), flat(init_betas, (self.num_betas,))
-        center_v = flat(camera_center, (2,))
-        cam_t_v = flat(init_cam_t, (3,))
+        pose_v = flat(init_pose, (72,), "init_pose", MAX_ABS_POSE)
+        betas_v = flat(init_betas, (self.num_betas,), "init_betas", MAX_ABS_BETAS)
+        center_v = flat(camera_center, (2,), "camera_center", MAX_ABS_PIXELS)
+        cam_t_v = flat(init_cam_t, (3,), "init_cam_t", MAX_ABS_TRANSLATION)
+        if cam_t_v is not None and not self.calibrated:
+            self._check_depth("init_cam_t", cam_t_v)
         if self.calibrated:
             if cam_rot is None or cam_transl is None:
                 raise ValueError("MultiViewSMPLify(calibrated=True).fit needs cam_rot (B, V, 3, 3) and cam_transl (B, V, 3)")
-            rot = flat(cam_rot, (3, 3))
-            tc = flat(cam_transl, (3,))
-            focal = flat(focal_length, (2,)) if focal_length is not None else kp.new_full((B * V, 2), self.focal_length)
+            rot, tc, focal = self._check_calibration(cam_rot, cam_transl, focal_length, B, V, kp)
+        if init_transl is not None:
+            if not torch.is_tensor(init_transl) or tuple(init_transl.shape) != (B, 3):
+                got = tuple(init_transl.shape) if torch.is_tensor(init_transl) else type(init_transl).__name__
+                raise ValueError(f"MultiViewSMPLify: init_transl must be ({B}, 3); got {got}")
+            self._check_tensor("init_transl", init_transl)
+            self._check_bound("init_transl", init_transl, MAX_ABS_TRANSLATION)
+        if B == 0:
+            return self._empty_result(V, kp)
         t0 = time.perf_counter()
         joints_2d, conf, conf_body, bad, vis_v = self._prepare_keypoints(kp)
         visible = vis_v.view(B, V).any(dim=1)
@@ -110,8 +122,6 @@ class MultiViewSMPLify(SMPLify):
                 j0 = self._root_joint(betas)[:, None, :]
                 tw = (Rc.transpose(-1, -2) @ (cam_t_v.view(B, V, 3) + j0 - tc.view(B, V, 3)).unsqueeze(-1)).squeeze(-1) - j0
                 init_transl = tw.mean(dim=1)
-            elif init_transl.shape != (B, 3):
-                raise ValueError(f"MultiViewSMPLify: init_transl must be ({B}, 3); got {tuple(init_transl.shape)}")
             x0 = torch.cat([go, body, betas, init_transl.to(self.dtype)], dim=1)
         timings = {"camera": time.perf_counter() - t0}
 
@@ -145,9 +155,9 @@ class MultiViewSMPLify(SMPLify):
         B, V = keypoints_2d.shape[:2]
         kp = self._check_keypoints(keypoints_2d.reshape(B * V, *keypoints_2d.shape[2:]))
         joints_2d, _, conf_body, _, _ = self._prepare_keypoints(kp)
-        pose_v = self._check_views(pose, B, V, (72,))
-        t_v = self._check_views(transl, B, V, (3,))
-        center_v = self._check_views(camera_center, B, V, (2,))
+        pose_v = self._check_views(pose, B, V, (72,), "pose", MAX_ABS_POSE)
+        t_v = self._check_views(transl, B, V, (3,), "transl", MAX_ABS_TRANSLATION)
+        center_v = self._check_views(camera_center, B, V, (2,), "camera_center", MAX_ABS_PIXELS)
         if not torch.is_tensor(betas) or tuple(betas.shape) != (B, self.num_betas):
             raise ValueError(f"MultiViewSMPLify: betas must be ({B}, {self.num_betas}); got "
                              f"{tuple(betas.shape) if torch.is_tensor(betas) else type(betas).__name__}")
@@ -155,9 +165,7 @@ class MultiViewSMPLify(SMPLify):
         if self.calibrated:
             if cam_rot is None or cam_transl is None:
                 raise ValueError("MultiViewSMPLify(calibrated=True).reprojection_loss needs cam_rot and cam_transl")
-            focal = (self._check_views(focal_length, B, V, (2,)) if focal_length is not None
-                     else kp.new_full((B * V, 2), self.focal_length))
-            calib = (self._check_views(cam_rot, B, V, (3, 3)), self._check_views(cam_transl, B, V, (3,)), focal)
+            calib = self._check_calibration(cam_rot, cam_transl, focal_length, B, V, kp)
         with torch.no_grad():
             out = self._reprojection(pose_v, betas.to(self.dtype).repeat_interleave(V, 0), t_v, center_v, joints_2d,
                                      conf_body, calib)
@@ -170,16 +178,48 @@ class MultiViewSMPLify(SMPLify):
         J = m._J_template.to(betas.dtype)[None] + (betas @ m._J_shapedirs.to(betas.dtype)).view(-1, *m._J_template.shape)
         return J[:, 0]
 
-    def _check_views(self, t: Tensor, B: int, V: int, tail) -> Tensor:
+    def _check_views(self, t: Tensor, B: int, V: int, tail, name: str = "input", bound: Optional[float] = None) -> Tensor:
         if not torch.is_tensor(t):
-            raise TypeError(f"MultiViewSMPLify: expected a tensor of shape ({B}, {V}, {tail}); got {type(t).__name__}")
+            raise TypeError(f"MultiViewSMPLify: {name} must be a tensor of shape ({B}, {V}, {tail}); got {type(t).__name__}")
         if t.shape[:2] != (B, V) or tuple(t.shape[2:]) != tuple(tail):
-            raise ValueError(f"MultiViewSMPLify: expected shape ({B}, {V}, {', '.join(map(str, tail))}); "
+            raise ValueError(f"MultiViewSMPLify: {name} must have shape ({B}, {V}, {', '.join(map(str, tail))}); "
                              f"got {tuple(t.shape)}")
-        self._check_tensor("input", t)
+        self._check_tensor(name, t)
         if not torch.isfinite(t).all():
-            raise ValueError("MultiViewSMPLify: initialisation or camera contains NaN or Inf")
+            raise ValueError(f"MultiViewSMPLify: {name} contains NaN or Inf")
+        if bound is not None:
+            self._check_bound(name, t, bound)
         return t.reshape(B * V, *tail).to(self.dtype)
+
+    def _check_calibration(self, cam_rot, cam_transl, focal_length, B, V, kp):
+        """Calibrated cameras: rotations orthonormal with det +1, finite translations, focal lengths > 0."""
+        rot = self._check_views(cam_rot, B, V, (3, 3), "cam_rot")
+        if rot.numel():
+            eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+            dev = (rot.transpose(-1, -2) @ rot - eye).abs().amax(dim=(-1, -2))
+            det = torch.linalg.det(rot)
+            if bool((dev > ROTATION_TOLERANCE).any()) or bool((det <= 0).any()):
+                raise ValueError(f"MultiViewSMPLify: cam_rot must be rotation matrices (|RᵀR − I| <= "
+                                 f"{ROTATION_TOLERANCE:g}, det +1); got max |RᵀR − I| = {float(dev.max()):g}, "
+                                 f"min det = {float(det.min()):g}")
+        tc = self._check_views(cam_transl, B, V, (3,), "cam_transl", MAX_ABS_TRANSLATION)
+        if focal_length is None:
+            focal = kp.new_full((B * V, 2), self.focal_length).to(self.dtype)
+        else:
+            focal = self._check_views(focal_length, B, V, (2,), "focal_length")
+            if bool((focal <= 0).any()):
+                raise ValueError(f"MultiViewSMPLify: focal_length must be > 0 (px); got min {float(focal.min()):g}")
+        return rot, tc, focal
+
+    def _empty_result(self, V: int, kp: Tensor) -> SMPLifyResult:
+        """The result of an empty batch (B = 0): empty tensors of the usual shapes."""
+        nb, dt, dev = self.num_betas, self.dtype, kp.device
+        Nk = kp.shape[1]
+        nv = self.smpl.v_template.shape[0] if hasattr(self.smpl, "v_template") else 0
+        z = lambda *s: torch.zeros(*s, dtype=dt, device=dev)  # noqa: E731
+        return SMPLifyResult(z(0, V, nv, 3), z(0, V, Nk, 3), z(0, V, 72), z(0, nb), z(0, V, 3), z(0, V, Nk), z(0),
+                             torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.bool, device=dev),
+                             torch.zeros(0, dtype=torch.long, device=dev), {}, [])
 
     def _layout(self, V: int, nb: int):
         """Where each per-view Jacobian column (kernel order: pose 72, betas, transl 3) goes in x."""
@@ -276,15 +316,26 @@ class MultiViewSMPLify(SMPLify):
         return opt_state.detach(), n, torch.ones(B, dtype=torch.bool, device=x0.device), history
 
     def _result(self, x, x0, B, V, joints_2d, conf, center, calib, evaluate, iters, converged, bad, timings, history):
-        finite = torch.isfinite(x).all(dim=1)
-        x = torch.where(finite[:, None], x, x0)
-        converged = converged & finite
+        # Never return NaN / Inf: a person whose fit (or its outputs) is not finite keeps its
+        # initialisation with converged=False.
+        keep = torch.isfinite(x).all(dim=1)
         nb = self.num_betas
-        pose, betas, t = self._unpack(x, V, nb)
-        with torch.no_grad():
-            out = self.smpl(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas)
-            loss, _, _ = evaluate(x, torch.arange(B, device=x.device), with_jacobian=False)
-            reproj = self._reprojection(pose, betas, t, center, joints_2d, conf, calib)
+        for _ in range(2):
+            x = torch.where(keep[:, None], x, x0)
+            pose, betas, t = self._unpack(x, V, nb)
+            with torch.no_grad():
+                out = self.smpl(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas)
+                loss, _, _ = evaluate(x, torch.arange(B, device=x.device), with_jacobian=False)
+                reproj = self._reprojection(pose, betas, t, center, joints_2d, conf, calib)
+            ok = (torch.isfinite(out.vertices.reshape(B, -1)).all(1) & torch.isfinite(out.joints.reshape(B, -1)).all(1)
+                  & torch.isfinite(reproj.reshape(B, -1)).all(1) & torch.isfinite(loss))
+            if bool((ok | ~keep).all()):
+                break
+            keep = keep & ok
+        converged = converged & keep
+        if not (torch.isfinite(out.vertices).all() and torch.isfinite(reproj).all() and torch.isfinite(loss).all()):
+            raise FloatingPointError("MultiViewSMPLify: the initialisation itself gives non-finite outputs; check "
+                                     "the input ranges (see smplfast.fitting.smplify.MAX_ABS_*)")
         vertices = out.vertices.view(B, V, *out.vertices.shape[1:])
         joints = out.joints.view(B, V, *out.joints.shape[1:])
         return SMPLifyResult(vertices, joints, pose.view(B, V, 72), betas.view(B, V, nb)[:, 0], t.view(B, V, 3),

@@ -34,6 +34,18 @@ MODES = ("spin", "single_stage", "smplify4")
 SMPLIFY4_POSE_WEIGHTS = (404.0, 404.0, 57.4, 4.78)
 SMPLIFY4_SHAPE_WEIGHTS = (100.0, 50.0, 10.0, 5.0)
 
+# Input bounds. Values beyond these are not physical and overflow float32 in the squared residuals
+# (a 1e20 px keypoint squares to Inf), so the fitters reject them with a ValueError instead of
+# returning NaN. NaN / Inf keypoints are not errors: they are missing keypoints (confidence 0);
+# negative confidences count as 0.
+MAX_ABS_POSE = 30.0          # |axis-angle component| of init_pose, rad (~5 turns: SPIN's angle prior is
+                             # exp(2θ), which overflows float32 beyond ~44 rad)
+MAX_ABS_BETAS = 1e3          # |shape coefficient|
+MAX_ABS_PIXELS = 1e6         # |keypoint coordinate| and |camera centre|, px
+MAX_CONFIDENCE = 1e3         # keypoint confidence (squared in the objective)
+MAX_ABS_TRANSLATION = 1e6    # |camera / body translation component|, model units
+ROTATION_TOLERANCE = 1e-3    # max |RᵀR − I| for a camera rotation (which must also have det +1)
+
 
 @dataclass
 class SMPLifyResult:
@@ -149,6 +161,8 @@ class SMPLify:
         self.batch_size = batch_size
         self.num_iters = int(num_iters)
         self.focal_length = float(focal_length)
+        if not (0.0 < self.focal_length < float("inf")):
+            raise ValueError(f"SMPLify: focal_length must be finite and > 0 (px); got {focal_length!r}")
         self.optimizer = optimizer
         self.mode = mode
         self.dtype = dtype
@@ -201,7 +215,14 @@ class SMPLify:
 
         init_pose (B, 72), init_betas (B, nb), init_cam_t (B, 3), camera_center (B, 2), keypoints_2d
         (B, Nk, 3) = [x, y, confidence] in pixels. In mode 'smplify4' the initialisation may be None
-        (mean pose, zero shape, similar-triangles camera)."""
+        (mean pose, zero shape, similar-triangles camera).
+
+        Input ranges (a ValueError naming the argument otherwise): every value finite; |init_pose| <
+        MAX_ABS_POSE (30 rad), |init_betas| < MAX_ABS_BETAS, |camera_center| and finite keypoint
+        coordinates < MAX_ABS_PIXELS (1e6 px), confidences <= MAX_CONFIDENCE (1e3; negative counts as
+        0, NaN / Inf keypoints are missing), |init_cam_t| < MAX_ABS_TRANSLATION with depth t_z > 0.
+        The result is always finite: a sample whose fit is not keeps its initialisation with
+        ``converged=False``."""
         kp = self._check_keypoints(keypoints_2d)
         B = kp.shape[0]
         init_pose, init_betas, init_cam_t, camera_center = self._check_init(init_pose, init_betas, init_cam_t,
@@ -245,7 +266,31 @@ class SMPLify:
             raise ValueError(f"SMPLify: keypoints_2d must be (B, {Nk or 'Nk'}, 3) [x, y, confidence] in the "
                              f"{self.keypoint_convention} convention; got {tuple(keypoints_2d.shape)}")
         self._check_tensor("keypoints_2d", keypoints_2d)
+        present = torch.isfinite(keypoints_2d).all(dim=-1)   # NaN / Inf keypoints are missing ones
+        xy = keypoints_2d[..., :2].abs().masked_fill(~present[..., None], 0)
+        if bool((xy >= MAX_ABS_PIXELS).any()):
+            raise ValueError(f"SMPLify: keypoints_2d coordinates must satisfy |x|, |y| < {MAX_ABS_PIXELS:g} px "
+                             f"(or be NaN for a missing keypoint); got max |x| = {float(xy.max()):g}")
+        conf = keypoints_2d[..., 2].masked_fill(~present, 0)
+        if bool((conf > MAX_CONFIDENCE).any()):
+            raise ValueError(f"SMPLify: keypoints_2d confidences must be in [0, {MAX_CONFIDENCE:g}]; "
+                             f"got {float(conf.max()):g}")
         return keypoints_2d
+
+    @staticmethod
+    def _check_bound(name: str, t: Tensor, bound: float, unit: str = "") -> None:
+        """``t`` finite with every |component| < bound, else a ValueError naming it and the range."""
+        if not torch.isfinite(t).all():
+            raise ValueError(f"SMPLify: {name} contains NaN or Inf")
+        if t.numel() and bool((t.abs() >= bound).any()):
+            raise ValueError(f"SMPLify: {name} must satisfy |value| < {bound:g}{unit}; got max |value| = "
+                             f"{float(t.abs().max()):g}")
+
+    @staticmethod
+    def _check_depth(name: str, t: Tensor) -> None:
+        if t.numel() and bool((t[..., 2] <= 0).any()):
+            raise ValueError(f"SMPLify: {name} must put the body in front of the camera (depth t_z > 0); "
+                             f"got min t_z = {float(t[..., 2].min()):g}")
 
     def _check_tensor(self, name: str, t: Tensor) -> None:
         if t.device.type != self.device.type or (self.device.index is not None and t.device != self.device):
@@ -262,18 +307,17 @@ class SMPLify:
                 init_pose[:, 3:] = (self.pose_prior.weights.flatten() @ self.pose_prior.means).to(dtype)
             if init_betas is None:
                 init_betas = torch.zeros(B, self.num_betas, dtype=dtype, device=self.device)
-        specs = (("init_pose", init_pose, 72), ("init_betas", init_betas, self.num_betas),
-                 ("camera_center", camera_center, 2))
+        specs = (("init_pose", init_pose, 72, MAX_ABS_POSE, " rad"), ("init_betas", init_betas, self.num_betas, MAX_ABS_BETAS, ""),
+                 ("camera_center", camera_center, 2, MAX_ABS_PIXELS, " px"))
         out = []
-        for name, t, n in specs:
+        for name, t, n, bound, unit in specs:
             if t is None:
                 raise ValueError(f"SMPLify: {name} is required (shape (B, {n})) in mode {self.mode!r}")
             if not torch.is_tensor(t) or t.dim() != 2 or t.shape != (B, n):
                 got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
                 raise ValueError(f"SMPLify: {name} must be ({B}, {n}); got {got}")
             self._check_tensor(name, t)
-            if not torch.isfinite(t).all():
-                raise ValueError(f"SMPLify: {name} contains NaN or Inf")
+            self._check_bound(name, t, bound, unit)
             out.append(t.to(dtype))
         if init_cam_t is None:
             if self.mode != "smplify4":
@@ -283,8 +327,8 @@ class SMPLify:
                 got = tuple(init_cam_t.shape) if torch.is_tensor(init_cam_t) else type(init_cam_t).__name__
                 raise ValueError(f"SMPLify: init_cam_t must be ({B}, 3); got {got}")
             self._check_tensor("init_cam_t", init_cam_t)
-            if not torch.isfinite(init_cam_t).all():
-                raise ValueError("SMPLify: init_cam_t contains NaN or Inf")
+            self._check_bound("init_cam_t", init_cam_t, MAX_ABS_TRANSLATION)
+            self._check_depth("init_cam_t", init_cam_t)
             init_cam_t = init_cam_t.to(dtype)
         return out[0], out[1], init_cam_t, out[2]
 
@@ -347,21 +391,31 @@ class SMPLify:
         converged &= conv
         timings["body"] = time.perf_counter() - t0
 
-        # Never return NaN: a sample whose fit is not finite keeps its initialisation.
-        finite = torch.isfinite(pose).all(1) & torch.isfinite(betas).all(1) & torch.isfinite(cam_t).all(1)
-        keep = finite & visible
-        pose = torch.where(keep[:, None], pose, init_pose)
-        betas = torch.where(keep[:, None], betas, init_betas)
-        cam_t = torch.where(keep[:, None], cam_t, init_cam_t)
+        # Never return NaN / Inf: a sample whose fit (parameters, or the outputs computed from them) is not
+        # finite keeps its initialisation with converged=False.
+        keep = visible & torch.isfinite(pose).all(1) & torch.isfinite(betas).all(1) & torch.isfinite(cam_t).all(1)
+        for _ in range(2):
+            pose = torch.where(keep[:, None], pose, init_pose)
+            betas = torch.where(keep[:, None], betas, init_betas)
+            cam_t = torch.where(keep[:, None], cam_t, init_cam_t)
+            with torch.no_grad():
+                out = self.smpl(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas)
+                joints = out.joints
+                reproj = body_fitting_loss(pose[:, 3:], betas, joints, cam_t, camera_center, joints_2d, conf_body,
+                                           self.pose_prior, focal_length=self.focal_length, sigma=self.weights.sigma,
+                                           output="reprojection")
+                loss = self._body_objective(pose, betas, cam_t, init_pose, camera_center, joints_2d, conf_body,
+                                            self.weights, joints)
+            ok = (torch.isfinite(out.vertices).flatten(1).all(1) & torch.isfinite(joints).flatten(1).all(1)
+                  & torch.isfinite(reproj).all(1) & torch.isfinite(loss))
+            if bool((ok | ~keep).all()):
+                break
+            keep = keep & ok
         converged &= keep
-        with torch.no_grad():
-            out = self.smpl(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas)
-            joints = out.joints
-            reproj = body_fitting_loss(pose[:, 3:], betas, joints, cam_t, camera_center, joints_2d, conf_body,
-                                       self.pose_prior, focal_length=self.focal_length, sigma=self.weights.sigma,
-                                       output="reprojection")
-            loss = self._body_objective(pose, betas, cam_t, init_pose, camera_center, joints_2d, conf_body,
-                                        self.weights, joints)
+        if not (torch.isfinite(out.vertices).all() and torch.isfinite(joints).all() and torch.isfinite(reproj).all()
+                and torch.isfinite(loss).all()):
+            raise FloatingPointError("SMPLify: the initialisation itself gives non-finite outputs; check the "
+                                     "input ranges (see smplfast.fitting.smplify.MAX_ABS_*)")
         return SMPLifyResult(out.vertices.detach(), joints.detach(), pose.detach(), betas.detach(), cam_t.detach(),
                              reproj.detach(), loss.detach(), iters, converged, bad.sum(dim=1), timings, history)
 

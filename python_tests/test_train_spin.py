@@ -248,6 +248,23 @@ def test_nonfinite_prediction_skips_the_step_without_crashing_the_fitter(data, t
     assert np.isfinite(t.fits.array("wild_train")).all() and before.shape == t.fits.array("wild_train").shape
 
 
+def test_a_camera_behind_the_crop_is_not_fitted(data, tmp_path):
+    """A predicted weak-perspective scale <= 0 (depth <= 0, which SMPLify refuses) skips those rows' fits
+    instead of stopping the run."""
+    t = SpinTrainer(_cfg("spin", data, batch_size=4, num_steps=2), tmp_path / "negcam", progress=False)
+    forward = t.model.forward
+
+    def flipped(img, *a, **k):
+        out = forward(img, *a, **k)
+        return out._replace(cam=out.cam * torch.tensor([-1.0, 1.0, 1.0]))
+
+    t.model.forward = flipped
+    summary = t.train()
+    assert summary["step"] == 2
+    rows = [json.loads(x) for x in open(tmp_path / "negcam" / "log.jsonl")]
+    assert all(r.get("fit_updated", 0.0) == 0.0 for r in rows)
+
+
 def test_a_fresh_run_never_reads_another_runs_fits(data, tmp_path):
     t, _ = _train("spin", data, tmp_path / "a", steps=3, eval_splits=[])
     assert t.fits.updated("wild_train").any()

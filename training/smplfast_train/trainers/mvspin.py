@@ -167,7 +167,7 @@ class MvSpinTrainer(SpinTrainer):
 
         # The multi-view fit from the network's prediction.
         finite = (torch.isfinite(c.rotmat).flatten(1).all(1) & torch.isfinite(c.betas).all(1)
-                  & torch.isfinite(c.cam).all(1)).view(B, V).all(1)
+                  & torch.isfinite(c.cam).all(1) & (c.cam[:, 0] > 0)).view(B, V).all(1)   # scale <= 0: depth <= 0
         rows = need & finite & (visible.any(1) if calibrated else visible.all(1))
         stats["mv_skipped_empty_view"] = float((need & finite & ~visible.all(1)).sum()) if not calibrated else 0.0
         upd = torch.zeros(B, dtype=torch.bool, device=dev)

@@ -305,9 +305,10 @@ class SpinTrainer(Trainer):
                 opt_loss[need] = self._current_fit_loss(opt_pose[need], opt_betas[need], kp_px[need], centre[need])
         if self.smplify is not None:
             rows = ~has_smpl if cfg.fit_skip_has_smpl else torch.ones_like(has_smpl)
-            # SMPLify starts from the prediction: a non-finite one (or a masked sample) is not fitted
+            # SMPLify starts from the prediction: a non-finite one, a camera behind the crop (scale <= 0:
+            # depth <= 0, which SMPLify refuses) or a masked sample is not fitted
             rows = rows & ok & torch.isfinite(c.rotmat).flatten(1).all(1) \
-                & torch.isfinite(c.betas).all(1) & torch.isfinite(c.cam).all(1)
+                & torch.isfinite(c.betas).all(1) & torch.isfinite(c.cam).all(1) & (c.cam[:, 0] > 0)
             upd_mask = torch.zeros(B, dtype=torch.bool, device=dev)
             if rows.any():
                 r = torch.nonzero(rows).flatten()

@@ -48,6 +48,7 @@ __all__ = [
 DEFAULT_PRIOR_PATH = Path(__file__).resolve().parent / "data" / "gmm_default_08.npz"
 
 _GMM_KEYS = ("means", "covars", "weights")
+_GMM_NDIM = {"means": (2, "(M, D)"), "covars": (3, "(M, D, D)"), "weights": (1, "(M,)")}
 
 
 # ------------------------------------------------------------------------------------ robust kernel
@@ -88,6 +89,16 @@ def _read_raw(path: Path) -> dict:
         except mf.ModelFileError as exc:
             raise PriorFileError(f"pose prior {str(path)!r}: {exc}") from None
         out = {}
+        for k, v in raw.items():  # declared shapes first: nothing is allocated yet
+            key = k.decode("latin1") if isinstance(k, bytes) else str(k)
+            if key in _GMM_NDIM:
+                try:
+                    shape = mf._declared_shape(v)
+                except mf._BadPayload as exc:
+                    raise PriorFileError(f"pose prior {str(path)!r}: {key}: {exc}") from None
+                ndim, layout = _GMM_NDIM[key]
+                if shape is not None and len(shape) != ndim:
+                    raise PriorFileError(f"pose prior {str(path)!r}: {key} must have shape {layout}; got {shape}")
         for k, v in raw.items():
             key = k.decode("latin1") if isinstance(k, bytes) else str(k)
             if key in _GMM_KEYS:

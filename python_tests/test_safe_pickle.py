@@ -9,6 +9,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -19,11 +20,14 @@ from smplfast.body.model_file import ModelFileError, load_model
 from smplfast.body.random_model import random_model
 
 _ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+# Workers run outside the source tree, so they import the installed package (with its compiled module),
+# not the repository's smplfast/ folder.
+_CWD = tempfile.gettempdir()
 
 
 def _run(script, timeout=120):
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
-                         timeout=timeout, env=_ENV)
+                         timeout=timeout, env=_ENV, cwd=_CWD)
     assert res.returncode >= 0, f"worker killed by signal {-res.returncode}\n{res.stderr[-3000:]}"
     return res
 
@@ -290,7 +294,7 @@ print(json.dumps({"unexpected": unexpected, "outcomes": outcomes}))
 def _fuzz(tmp_path, seeds, per_worker):
     for seed in seeds:
         res = subprocess.run([sys.executable, "-c", _FUZZ_WORKER, str(seed), str(per_worker), str(tmp_path)],
-                             capture_output=True, text=True, timeout=300, env=_ENV)
+                             capture_output=True, text=True, timeout=300, env=_ENV, cwd=_CWD)
         assert res.returncode >= 0, f"seed {seed}: worker killed by signal {-res.returncode}: {res.stderr[-3000:]}"
         assert res.returncode == 0, f"seed {seed}: worker failed: {res.stderr[-3000:]}"
         report = json.loads(res.stdout.strip().splitlines()[-1])

@@ -307,6 +307,12 @@ class SMPL(nn.Module):
             else:
                 param.fill_(0)
 
+    def rest_joints(self, betas: Tensor) -> Tensor:
+        """The skeleton joints of the shaped body in the rest pose, (B, J, 3): the joint regressor applied
+        to the shaped template (``betas`` (B, num_betas), in the model's dtype)."""
+        J = self._num_joints_skeleton
+        return torch.addmm(self._J_template.reshape(1, -1), betas, self._J_shapedirs).view(betas.shape[0], J, 3)
+
     def forward_shape(self, betas: Optional[Tensor] = None) -> SMPLOutput:
         betas = betas if betas is not None else self.betas
         self._check_input("betas", betas, (None, self.num_betas))
@@ -375,7 +381,7 @@ class SMPL(nn.Module):
         else:
             rot_mats = torch.cat([go, bp], dim=1).reshape(B, J, 3, 3)
 
-        rest_joints = torch.addmm(self._J_template.reshape(1, -1), betas, self._J_shapedirs).view(betas.shape[0], J, 3)
+        rest_joints = self.rest_joints(betas)
         posed_joints, transforms = ops.kinematic_chain(rot_mats, rest_joints.expand(B, J, 3), self.parents)
         zero_transl = transl is None or not apply_trans
         tr = rest_joints.new_zeros(1, 3).expand(B, 3) if zero_transl else transl.expand(B, 3)

@@ -174,9 +174,7 @@ class MultiViewSMPLify(SMPLify):
     # ---------------------------------------------------------------------------------------- parts
     def _root_joint(self, betas: Tensor) -> Tensor:
         """The rest-pose root joint J0 (B, 3) of the shaped body."""
-        m = self.smpl
-        J = m._J_template.to(betas.dtype)[None] + (betas @ m._J_shapedirs.to(betas.dtype)).view(-1, *m._J_template.shape)
-        return J[:, 0]
+        return self.smpl.rest_joints(betas.to(self.smpl.v_template.dtype))[:, 0].to(betas.dtype)
 
     def _check_views(self, t: Tensor, B: int, V: int, tail, name: str = "input", bound: Optional[float] = None) -> Tensor:
         if not torch.is_tensor(t):

@@ -48,18 +48,29 @@ __device__ __forceinline__ void forward_pixel(const SoftSilhouetteArgs& a, const
     atomicAdd(acc + y * a.width + x, softras::softplus(s));
 }
 
+// This thread's face (batch x face index i) when it touches pixels and is small enough for one thread;
+// a face with too many pixels is queued for the one-block-per-face kernel instead.
 template <typename T>
-__global__ void forward_face_kernel(SoftSilhouetteArgs a, Consts c) {
+__device__ __forceinline__ bool take_small_face(const SoftSilhouetteArgs& a, const Consts& c, int64_t* index,
+                                                Face<T>& face) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= a.batch * a.num_faces) return;
-  Face<T> face;
-  if (!load_face<T>(a, i, c.reach, face)) return;
+  *index = i;
+  if (i >= a.batch * a.num_faces) return false;
+  if (!load_face<T>(a, i, c.reach, face)) return false;
   const int64_t nx = face.x1 - face.x0 + 1, ny = face.y1 - face.y0 + 1;
   if (nx * ny > kMaxThreadPixels) {
     const unsigned long long slot = atomicAdd(reinterpret_cast<unsigned long long*>(a.big), 1ull);
     a.big[1 + slot] = i;
-    return;
+    return false;
   }
+  return true;
+}
+
+template <typename T>
+__global__ void forward_face_kernel(SoftSilhouetteArgs a, Consts c) {
+  int64_t i;
+  Face<T> face;
+  if (!take_small_face<T>(a, c, &i, face)) return;
   const int64_t b = i / a.num_faces;
   T* acc = static_cast<T*>(a.alpha) + b * a.height * a.width;
   const T inv_sigma = static_cast<T>(1.0 / a.sigma), cutoff = static_cast<T>(a.cutoff_d2);
@@ -122,16 +133,9 @@ __device__ __forceinline__ void add_face_grad(const SoftSilhouetteArgs& a, int64
 
 template <typename T>
 __global__ void backward_face_kernel(SoftSilhouetteArgs a, Consts c) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= a.batch * a.num_faces) return;
+  int64_t i;
   Face<T> face;
-  if (!load_face<T>(a, i, c.reach, face)) return;
-  const int64_t nx = face.x1 - face.x0 + 1, ny = face.y1 - face.y0 + 1;
-  if (nx * ny > kMaxThreadPixels) {
-    const unsigned long long slot = atomicAdd(reinterpret_cast<unsigned long long*>(a.big), 1ull);
-    a.big[1 + slot] = i;
-    return;
-  }
+  if (!take_small_face<T>(a, c, &i, face)) return;
   const int64_t HW = a.height * a.width, b = i / a.num_faces;
   const T* g = static_cast<const T*>(a.grad_alpha) + b * HW;
   const T* trans = static_cast<const T*>(a.transmittance) + b * HW;

@@ -211,10 +211,7 @@ class MvSpinTrainer(SpinTrainer):
             aux = torch.where(flip[:, None], t * mirror, t).repeat_interleave(V, 0).cpu()
         upd_rows = upd.repeat_interleave(V)
         loss_rows = opt_loss.repeat_interleave(V)
-        update = self.fits.write(c.ds_id.cpu(), c.idx.cpu(), c.rot.cpu(), c.flip.cpu(), upd_rows.cpu(), opt_pose.cpu(),
-                                 opt_betas.cpu(), loss_rows.cpu(), names=self.names, aux=aux)
-        if self.dist.world_size > 1:
-            self.fits.sync(update)
+        self._store_fits(c, upd_rows, opt_pose, opt_betas, loss_rows, aux=aux)
         stats["fit_updated"] = float(upd.sum())
         return opt_pose, opt_betas, loss_rows
 

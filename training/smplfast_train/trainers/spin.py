@@ -325,12 +325,17 @@ class SpinTrainer(Trainer):
                 opt_loss = opt_loss.clone()
                 opt_loss[r[acc]] = new_loss[acc]
                 self._fit_stats(stats, times, acc, len(r), new_loss, res)
-            update = self.fits.write(c.ds_id.cpu(), c.idx.cpu(), c.rot.cpu(), c.flip.cpu(), upd_mask.cpu(), opt_pose.cpu(),
-                                     opt_betas.cpu(), opt_loss.cpu(), names=self.names)
-            if self.dist.world_size > 1:
-                self.fits.sync(update)
+            self._store_fits(c, upd_mask, opt_pose, opt_betas, opt_loss)
             stats["fit_updated"] = float(upd_mask.sum())
         return opt_pose, opt_betas, opt_loss
+
+    def _store_fits(self, c: "FitContext", mask, pose, betas, loss, aux=None) -> None:
+        """Write the rows ``mask`` selects into the dictionary (canonical frame) and, under DDP, merge every
+        rank's rows."""
+        update = self.fits.write(c.ds_id.cpu(), c.idx.cpu(), c.rot.cpu(), c.flip.cpu(), mask.cpu(), pose.cpu(),
+                                 betas.cpu(), loss.cpu(), names=self.names, aux=aux)
+        if self.dist.world_size > 1:
+            self.fits.sync(update)
 
     @staticmethod
     def _fit_stats(stats, times, acc, rows: int, new_loss, res) -> None:

@@ -46,7 +46,7 @@ class Config:
     # ------------------------------------------------------------------ identity
     preset: str = ""
     tier: str = "cpu"
-    trainer: str = "spin"                 # which step: spin (the SPIN family) | mvspin (multi-view batches)
+    trainer: str = "spin"                 # which step: spin (the SPIN family) | mvspin (multi-view batches) | holopose
     description: str = ""
 
     # ------------------------------------------------------------------ data
@@ -68,6 +68,7 @@ class Config:
     hmr_iters: int = 3
     mean_params: str = ""                 # npz in SPIN's layout; "" = the bundled model's
     init_checkpoint: str = ""             # weights to start from (e.g. the lab pretrain)
+    init_modules: List[str] = field(default_factory=list)  # holopose: modules taken from init_checkpoint ([] = all)
 
     # ------------------------------------------------------------------ optimisation
     optimizer: str = "adam"
@@ -110,6 +111,22 @@ class Config:
     fit_threshold_views: str = "mean"     # mvspin: threshold on the mean over views | sum (MV-SPIN's code: 4x stricter)
     l3d_target: str = "gt"                # 3D joint loss against the GT 3D joints (code) | fit (paper Eq. 5: the fit's joints)
 
+    # ------------------------------------------------------------------ holopose (TRAINING_SPEC §4)
+    holopose_stage: int = 2               # 1: 2D heatmap + integral 3D heads only | 2: every head and loss, end to end
+    regressor: str = "moe"                # moe (part-based mixture of experts) | direct6d | direct_euler | global (HMR)
+    moe_k: int = 32                       # MoE clusters per joint (training/data/moe_clusters_K{K}.npz)
+    pool_at: str = "pred"                 # part features pooled at: pred (decoded joints) | gt | mix
+    pool_mix_prob: float = 0.5            # pool_at: mix, probability of the ground-truth joints
+    iuv_splits: List[str] = field(default_factory=lambda: ["wild_train"])  # splits whose samples carry DensePose labels
+    dp_points: int = 100                  # DensePose points per image for the surface loss L_DP
+    heatmap_sigma: float = 0.0            # Gaussian target sigma in heatmap pixels; 0: 2 px per 64 px of heatmap
+    w_hm: float = 100.0                   # heatmap MSE
+    w_int3d: float = 1.0                  # integral 3D keypoints (L1, metres)
+    w_int2d: float = 1.0                  # x-y marginal of the integral head on samples without 3D labels
+    w_dp_index: float = 1.0               # part-index cross-entropy
+    w_dp_uv: float = 1.0                  # U, V smooth-L1
+    w_dp: float = 1.0                     # DensePose surface loss (Eq. 4) of the model
+
     # ------------------------------------------------------------------ loop
     seed: int = 0
     threads: int = 1
@@ -124,7 +141,9 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
 _CHOICES = {
-    "tier": TIERS, "trainer": ("spin", "mvspin"), "optimizer": ("adam", "sgd"), "lr_schedule": ("constant", "cosine"),
+    "tier": TIERS, "trainer": ("spin", "mvspin", "holopose"),
+    "regressor": ("moe", "direct6d", "direct_euler", "global"), "pool_at": ("pred", "gt", "mix"),
+    "moe_k": (8, 32, 128), "holopose_stage": (1, 2), "optimizer": ("adam", "sgd"), "lr_schedule": ("constant", "cosine"),
     "fits": ("none", "static", "gt", "first_visit"), "mv_fit": ("multiview", "calibrated", "single_view"),
     "fit_threshold_views": ("mean", "sum"), "l3d_target": ("gt", "fit"), "fit_optimizer": ("lm", "adam"), "fit_compare": ("fair", "spin"),
     "backbone": ("resnet50", "resnet18", "tiny"),
@@ -176,7 +195,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise bad
         value = list(value)
     if name in _CHOICES and value not in _CHOICES[name]:
-        raise ConfigError(f"config key {name!r} must be one of {', '.join(_CHOICES[name])}; got {value!r}")
+        raise ConfigError(f"config key {name!r} must be one of {', '.join(map(str, _CHOICES[name]))}; got {value!r}")
     return value
 
 
@@ -220,6 +239,10 @@ def _validate(cfg: Config) -> Config:
          f"train_splits ratios must be >= 0 and sum to 1; got {cfg.train_splits}"),
         (not cfg.run_fit or cfg.fits != "none", "run_fit needs fits: static or gt (a dictionary to update)"),
         (cfg.fits != "static" or bool(cfg.static_fits), "fits: static needs static_fits (a folder of {split}_static_fits.npz)"),
+        (cfg.trainer != "holopose" or (cfg.fits == "none" and not cfg.run_fit),
+         "trainer: holopose uses no fits dictionary (fits: none, run_fit: false)"),
+        (cfg.dp_points >= 0 and cfg.heatmap_sigma >= 0 and 0 <= cfg.pool_mix_prob <= 1,
+         "dp_points and heatmap_sigma must be >= 0 and pool_mix_prob in [0, 1]"),
         (cfg.log_every >= 1 and cfg.ckpt_every >= 0 and cfg.eval_every >= 0 and cfg.diag_every >= 0 and cfg.pic_every >= 0,
          "log_every must be >= 1 and the other *_every >= 0"),
     ]

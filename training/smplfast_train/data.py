@@ -4,6 +4,7 @@ A data folder holds one subfolder per split, made by ``smplfast synth --split NA
 (or any SPIN-format npz folder with a ``synth_spin.npz``). :func:`build_train_set` reads the splits of
 ``train_splits`` with SPIN's crop and augmentation at ``img_res``, flags their labels as the files say
 (``has_smpl`` / ``has_pose_3d``; everything 2D-only when ``unpaired``) and mixes them by ratio; for
+``trainer: holopose`` every split also gives its DensePose IUV crop (``load_iuv``; flips off); for
 ``trainer: mvspin`` the splits are rigs (``synth_mvspin.npz``) read as
 :class:`smplfast.data.MultiViewDataset` (items with a view axis; one flip per subject).
 :class:`ResumableSampler` draws a seeded permutation per epoch, split across distributed ranks, and
@@ -65,12 +66,17 @@ def build_train_set(cfg) -> TrainSet:
     members = []
     aug = SPIN_AUGMENTATION if cfg.augment else NO_AUGMENTATION
     multiview = cfg.trainer == "mvspin"
+    # HoloPose reads DensePose IUV crops (every split, so batches collate; the trainer masks the labels of
+    # splits outside iuv_splits). The charts have no mirror map, so flips are off (TRAINING_SPEC §8 H9).
+    load_iuv = cfg.trainer == "holopose"
+    if load_iuv:
+        aug = dataclasses.replace(aug, flip_prob=0.0)
     for i, name in enumerate(names):
         npz, root = split_npz(cfg.data, name, multiview)
         common = dict(is_train=True, augmentation=aug, img_res=cfg.img_res, seed=cfg.seed * 1000 + i,
                       ignore_3d=cfg.unpaired, dataset_name=name)
         if not multiview:
-            members.append(SPINDataset(npz, root, **common))
+            members.append(SPINDataset(npz, root, load_iuv=load_iuv, **common))
             continue
         with np.load(npz, allow_pickle=False) as z:
             nv = int(z["imgname"].shape[1]) if z["imgname"].ndim == 2 else 1

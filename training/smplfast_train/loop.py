@@ -119,14 +119,14 @@ class Trainer:
 
         self.train_set = build_train_set(cfg)
         self.sampler = ResumableSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size)
-        self.model = build_hmr(cfg.backbone, mean_params=cfg.mean_params or None, relu=cfg.hmr_relu,
-                               n_iter=cfg.hmr_iters).to(self.device)
+        self.model = self.build_model().to(self.device)
         if cfg.init_checkpoint:
             self._load_init(cfg.init_checkpoint)
         self.net = self.model
         if self.dist.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.find_unused_parameters)
         if cfg.optimizer == "adam":
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
@@ -143,6 +143,14 @@ class Trainer:
         self.tb = self._tensorboard()
 
     # ------------------------------------------------------------------------------------ subclass API
+    #: DDP: some parameters get no gradient in a step (e.g. heads a training stage does not supervise).
+    find_unused_parameters = False
+
+    def build_model(self) -> torch.nn.Module:
+        """The network (called before :meth:`setup`); default SPIN's HMR regressor."""
+        cfg = self.cfg
+        return build_hmr(cfg.backbone, mean_params=cfg.mean_params or None, relu=cfg.hmr_relu, n_iter=cfg.hmr_iters)
+
     def setup(self) -> None:
         """Build the loop's own state (fits dictionary, fitter, ...)."""
 

@@ -1,8 +1,9 @@
 """The training loops: one Trainer subclass per family of presets."""
+from .holopose import HoloPoseTrainer
 from .mvspin import MvSpinTrainer
 from .spin import SpinTrainer
 
 #: config.trainer -> the class that runs it.
-TRAINERS = {"spin": SpinTrainer, "mvspin": MvSpinTrainer}
+TRAINERS = {"spin": SpinTrainer, "mvspin": MvSpinTrainer, "holopose": HoloPoseTrainer}
 
-__all__ = ["SpinTrainer", "MvSpinTrainer", "TRAINERS"]
+__all__ = ["SpinTrainer", "MvSpinTrainer", "HoloPoseTrainer", "TRAINERS"]

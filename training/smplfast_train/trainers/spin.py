@@ -34,7 +34,22 @@ from ..losses import (LossWeights, betas_loss, camera_loss, keypoint_2d_loss, ke
 from ..loop import Trainer, TrainingError
 from ..rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-__all__ = ["SpinTrainer", "FitContext", "first_visit_fits"]
+__all__ = ["SpinTrainer", "FitContext", "first_visit_fits", "mask_nonfinite_inputs"]
+
+
+def mask_nonfinite_inputs(img: torch.Tensor, *inputs: torch.Tensor):
+    """Inputs the network or a fitter reads must be finite. A bad sample is masked, not learned: its image
+    and other inputs are zeroed (keypoints get confidence 0) and ``ok`` (B,) is False, so its labels are
+    ignored; the batch keeps its shape, so every DDP rank runs the same collectives. Returns
+    ``(img, *inputs, ok, number masked)``."""
+    ok = torch.isfinite(img).flatten(1).all(1)
+    for x in inputs:
+        ok = ok & torch.isfinite(x).flatten(1).all(1)
+    masked = int((~ok).sum())
+    if masked:
+        img = torch.where(ok.view(-1, *[1] * (img.dim() - 1)), img, torch.zeros_like(img))
+        inputs = tuple(torch.where(ok.view(-1, *[1] * (x.dim() - 1)), x, torch.zeros_like(x)) for x in inputs)
+    return (img, *inputs, ok, masked)
 
 
 @dataclass
@@ -172,16 +187,7 @@ class SpinTrainer(Trainer):
         cfg, dev = self.cfg, self.device
         times: Dict[str, float] = {}
         t0 = time.perf_counter()
-        img = batch["img"]
-        kp = batch["keypoints"]
-        # Inputs the network or the fitter reads must be finite. A bad sample is masked, not learned: its
-        # image is zeroed, its keypoints get confidence 0 and its labels and fit are ignored (the batch keeps
-        # its shape, so every DDP rank runs the same collectives).
-        ok = torch.isfinite(img).flatten(1).all(1) & torch.isfinite(kp).flatten(1).all(1)
-        masked = int((~ok).sum())
-        if masked:
-            img = torch.where(ok[:, None, None, None], img, torch.zeros_like(img))
-            kp = torch.where(ok[:, None, None], kp, torch.zeros_like(kp))
+        img, kp, ok, masked = mask_nonfinite_inputs(batch["img"], batch["keypoints"])
         B = img.shape[0]
         stats: Dict[str, float] = {"masked_nonfinite": float(masked)}
         img, kp = img.to(dev), kp.to(dev).float()

@@ -47,6 +47,11 @@ skeleton joints (``pa_mpjpe24``, reported for every row).
 A (dp_weight, kp3d_weight) grid on the first seed checks that the pattern is not a weight artefact.
 ``--alt-num M`` repeats the six configurations on the first M people with a DensePose input degraded
 to the quality of the paper's DP branch (``--alt-uv-sigma 0.10 --alt-flip-rate 0.20``: FR10 ≈ 28 %).
+
+The evaluation set (data, models, ground truth, metrics), the configurations and the refinement call
+live in :mod:`smplfast_train.eval.holopose` (:class:`HoloPoseEvalSet`, :data:`CONFIGS`,
+:func:`run_refine`), shared with the evaluation of trained networks (H2); this script keeps the noise
+simulation, the statistics and the report.
 """
 from __future__ import annotations
 
@@ -62,217 +67,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-CONFIGS = {  # name: (DensePose, 2D keypoints, 3D keypoints)
-    "base": (False, False, False),
-    "kps2d": (False, True, False),
-    "kps3d": (False, False, True),
-    "dp": (True, False, False),
-    "kps2d_dp": (True, True, False),
-    "kps3d_dp": (True, False, True),
-}
-PAPER = {  # HoloPose Table 3: FR10 (%), PA-MPJPE (mm)
-    "base": (51.1, 50.56), "kps2d": (45.8, 52.32), "kps3d": (52.3, 46.78), "dp": (43.3, 56.87),
-    "kps2d_dp": (43.1, 51.20), "kps3d_dp": (44.6, 46.52),
-}
-GENDERS = {"m": "male", "f": "female", "n": "neutral"}
-Z_FAR = 1000.0  # m: depth of the perspective camera that renders the weak-perspective one
-
-
-# ----------------------------------------------------------------------------------------- set-up
-class Setup:
-    """Data, models, ground truth and evaluation points of the first ``num`` people of a split."""
-
-    def __init__(self, data, num, geodesic_landmarks=2048, cache_dir=None, verbose=True):
-        import torch
-        from PIL import Image
-
-        import smplfast
-        from smplfast.body.model_file import load_model
-        from smplfast.render import BodyRenderer
-        from smplfast.surface import ChartTriangles, SurfaceCharts, UVGrid
-        from smplfast_train.eval.densepose_rcp import GeodesicTable, surface_points_from_iuv
-
-        t0 = time.perf_counter()
-        self.data = Path(data)
-        z = np.load(self.data / "synth_spin.npz")
-        n = min(int(num), len(z["imgname"]))
-        self.n = n
-        self.pose = torch.from_numpy(z["pose"][:n]).double()
-        self.betas = torch.from_numpy(z["shape"][:n]).double()
-        self.transl = torch.from_numpy(z["transl"][:n]).double()
-        self.gender = [GENDERS[str(g)] for g in z["gender"][:n]]
-        self.center = torch.from_numpy(z["center"][:n]).double()
-        self.half = torch.from_numpy(100.0 * z["scale"][:n]).double()       # half the crop side, px
-        self.focal = torch.from_numpy(z["cam_focal"][:n]).double()
-        self.cam_center = torch.from_numpy(z["cam_center"][:n]).double()
-        self.j2d_px = torch.from_numpy(z["smpl_joints_2d_gt"][:n]).double()  # (n, 24, 3) exact, visible
-        self.j3d = torch.from_numpy(z["smpl_joints_3d"][:n]).double()
-        self.iuv_files = [str(s) for s in z["iuvname"][:n]]
-        size = json.loads((self.data / "synth.json").read_text())["settings"]["size"]
-        self.image_size = (int(size), int(size))
-
-        # Models of each gender: SMPL (mesh + h36m_17 joints), the UV grid for refine.
-        kw = dict(create_betas=False, create_global_orient=False, create_body_pose=False, create_transl=False)
-        self.smpl, self.smpl_h36m, self.grid = {}, {}, {}
-        for g in sorted(set(self.gender)):
-            self.smpl[g] = smplfast.SMPL(gender=g, dtype=torch.float64, **kw).eval()
-            self.smpl_h36m[g] = smplfast.SMPL(gender=g, keypoints="h36m_17", dtype=torch.float64, **kw).eval()
-            self.grid[g] = UVGrid.from_model(self.smpl[g], resolution=32)
-        self.groups = {g: torch.tensor([i for i, x in enumerate(self.gender) if x == g]) for g in self.grid}
-        neutral = smplfast.SMPL(**kw)
-        self.faces = np.asarray(neutral.faces, dtype=np.int64)
-        for g, m in self.smpl.items():
-            if not np.array_equal(np.asarray(m.faces, dtype=np.int64), self.faces):
-                raise ValueError(f"the {g} model's faces differ from the neutral model's: one template cannot serve")
-        charts = SurfaceCharts.from_npz_dict(load_model(neutral.model_source).extras)
-        self.triangles = ChartTriangles(charts)
-        self.renderer = BodyRenderer.from_model(neutral)
-        self.part_neighbours = part_neighbours(self.renderer.face_parts.numpy(), self.faces)
-        self.geodesics = GeodesicTable.cached(neutral.v_template.detach().double().numpy(), self.faces,
-                                              geodesic_landmarks, cache_dir=cache_dir, verbose=verbose)
-
-        # Ground truth: meshes (no translation; camera frame), joints, the weak-perspective camera.
-        with torch.no_grad():
-            self.gt_verts = self.body(self.pose, self.betas)
-            self.gt_j17 = self.joints17(self.pose, self.betas)
-        self.gt_cam = self.fit_weak_camera()
-
-        # Ground-truth IUV images (the FCN simulation reads them) and evaluation points.
-        self.iuv = np.stack([np.asarray(Image.open(self.data / f)) for f in self.iuv_files])  # (n, H, W, 3) uint8
-        dp = json.loads((self.data / "densepose.json").read_text())
-        ann = {a["image_id"]: a for a in dp["annotations"]}
-        img_ids = {im["file_name"]: im["id"] for im in dp["images"]}
-        names = [str(s) for s in z["imgname"][:n]]
-        px, part, uv, owner = [], [], [], []
-        for i, name in enumerate(names):
-            a = ann[img_ids[name]]
-            x0, y0, w, h = a["bbox"]
-            x = x0 + np.asarray(a["dp_x"]) / 256.0 * w
-            y = y0 + np.asarray(a["dp_y"]) / 256.0 * h
-            px.append(np.stack([x, y], 1))
-            part.append(np.asarray(a["dp_I"], dtype=np.int64))
-            uv.append(np.stack([a["dp_U"], a["dp_V"]], 1))
-            owner.append(np.full(len(x), i))
-        self.eval_px = np.concatenate(px)                 # (M, 2) pixel positions (pixel centres)
-        self.eval_part = np.concatenate(part)
-        self.eval_uv = np.concatenate(uv)
-        self.eval_owner = np.concatenate(owner)           # person of each point
-        self.eval_gt = surface_points_from_iuv(self.eval_part, self.eval_uv, self.triangles)
-        rows = np.clip(np.floor(self.eval_px[:, 1]).astype(int), 0, self.image_size[0] - 1)
-        cols = np.clip(np.floor(self.eval_px[:, 0]).astype(int), 0, self.image_size[1] - 1)
-        self.eval_rc = (rows, cols)
-        self.seconds = time.perf_counter() - t0
-
-    # ---------------------------------------------------------------------------------- bodies
-    def _by_gender(self, fn, pose, betas):
-        """fn(gender, pose, betas) applied to each gender's people, reassembled in the split's order."""
-        import torch
-
-        out = None
-        for g, idx in self.groups.items():
-            r = fn(g, pose[idx], betas[idx])
-            if out is None:
-                out = torch.empty((self.n,) + tuple(r.shape[1:]), dtype=r.dtype)
-            out[idx] = r
-        return out
-
-    def body(self, pose, betas):
-        """Vertices (n, V, 3), no translation."""
-        def fn(g, p, b):
-            return self.smpl[g](betas=b, global_orient=p[:, :3], body_pose=p[:, 3:]).vertices
-        return self._by_gender(fn, pose, betas)
-
-    def joints17(self, pose, betas):
-        def fn(g, p, b):
-            return self.smpl_h36m[g](betas=b, global_orient=p[:, :3], body_pose=p[:, 3:], joints_only=True).joints
-        return self._by_gender(fn, pose, betas)
-
-    def joints24(self, pose, betas):
-        """The 24 skeleton joints (n, 24, 3) of the grids' skeleton."""
-        def fn(g, p, b):
-            return self.grid[g].joints(b.float(), p[:, 3:].float(), p[:, :3].float())[0].double()
-        return self._by_gender(fn, pose, betas)
-
-    def to_crop(self, px):
-        """Pixels (n, K, 2) -> normalised crop units."""
-        return (px - self.center[:, None]) / self.half[:, None, None]
-
-    def fit_weak_camera(self):
-        """[s, tx, ty] (n, 3): least squares of the exact perspective projections of all GT vertices."""
-        import torch
-
-        X = self.gt_verts + self.transl[:, None]
-        uv = self.focal[:, None] * X[..., :2] / X[..., 2:] + self.cam_center[:, None]
-        y = self.to_crop(uv)                                      # (n, V, 2)
-        v = self.gt_verts[..., :2]
-        # y = s v + b: solve for s and b = s t in closed form.
-        vm, ym = v.mean(1, keepdim=True), y.mean(1, keepdim=True)
-        s = ((v - vm) * (y - ym)).sum((1, 2)) / ((v - vm) ** 2).sum((1, 2))
-        b = ym[:, 0] - s[:, None] * vm[:, 0]
-        return torch.cat([s[:, None], b / s[:, None]], 1)
-
-    # ------------------------------------------------------------------------------ evaluation
-    def evaluate(self, pose, betas, cam):
-        """Per-person metrics of bodies (n, 72), (n, 10) with weak cameras (n, 3), plus per-point errors."""
-        import torch
-
-        from smplfast import metrics as M
-        from smplfast import ops
-        from smplfast_train.eval.densepose_rcp import per_sample_rcp, point_errors, surface_points_from_raster
-        from smplfast_train.eval.metrics import joint_metrics
-
-        pose, betas, cam = pose.double(), betas.double(), cam.double()
-        with torch.no_grad():
-            verts = self.body(pose, betas)
-            j17 = self.joints17(pose, betas)
-            j24 = self.joints24(pose, betas)
-        jm = joint_metrics(j17, self.gt_j17)
-        gt24 = self.j3d - self.j3d[:, :1]
-        out = {"pa_mpjpe": jm["pa_mpjpe"].numpy(), "mpjpe": jm["mpjpe"].numpy(),
-               "pa_mpjpe24": M.pa_mpjpe((j24 - j24[:, :1]) * 1000, gt24 * 1000).numpy()}
-        # Render the weak-perspective projection: a far perspective camera with the matching focal length.
-        s, t = cam[:, 0], cam[:, 1:]
-        Xc = torch.cat([verts[..., :2] + t[:, None], verts[..., 2:] + Z_FAR], -1)
-        f = (s * self.half * Z_FAR)[:, None].repeat(1, 2)
-        faces = torch.as_tensor(self.faces)
-        rows, cols = self.eval_rc
-        fi = np.empty(len(rows), dtype=np.int64)
-        bary = np.empty((len(rows), 3))
-        chunk = 32
-        for a in range(0, self.n, chunk):
-            sl = slice(a, min(self.n, a + chunk))
-            face_index, bc, _ = ops.rasterize(Xc[sl].contiguous(), faces, f[sl].contiguous(),
-                                              self.center[sl].contiguous(), self.image_size)
-            k = (self.eval_owner >= sl.start) & (self.eval_owner < sl.stop)
-            o = self.eval_owner[k] - sl.start
-            fi[k] = face_index[o, rows[k], cols[k]].numpy()
-            bary[k] = bc[o, rows[k], cols[k]].numpy()
-        pred = surface_points_from_raster(fi, bary, self.faces)
-        err = point_errors(self.geodesics, self.eval_gt, pred).numpy()
-        err_eu = point_errors(self.geodesics, self.eval_gt, pred, kind="euclid").numpy()
-        per = per_sample_rcp(err, self.eval_owner, self.n)
-        out.update(per)
-        out["fr10_euclid"] = per_sample_rcp(err_eu, self.eval_owner, self.n)["fr10"]
-        out["coverage"] = np.bincount(self.eval_owner, weights=(fi >= 0).astype(float), minlength=self.n) / \
-            np.bincount(self.eval_owner, minlength=self.n)
-        return out, err
-
-
-def part_neighbours(face_parts, faces):
-    """For each DensePose part 1..24, the parts whose faces share a mesh vertex with it."""
-    V = int(faces.max()) + 1
-    nb = {}
-    vert_parts = [set() for _ in range(V)]
-    for fp, f in zip(face_parts.tolist(), faces.tolist()):
-        if fp > 0:
-            for v in f:
-                vert_parts[v].add(fp)
-    for p in range(1, 25):
-        nb[p] = set()
-    for ps in vert_parts:
-        for p in ps:
-            nb[p] |= ps - {p}
-    return {p: np.array(sorted(s), dtype=np.int64) for p, s in nb.items()}
+from smplfast_train.eval.holopose import CONFIGS, PAPER, HoloPoseEvalSet, run_refine  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ simulation
@@ -370,52 +165,6 @@ def flip_parts(rng, part, neighbours, rate):
         if len(nb):
             out[idx] = nb[rng.integers(len(nb))]
     return out
-
-
-# ------------------------------------------------------------------------------------ refinement
-def run_refine(setup, inputs, config, dp_weight=1.0, kp3d_weight=1.0, kp2d_weight=1.0, max_iters=20,
-               cg_iters=20, batch=16):
-    """Refined (pose, betas, cam) of every person for one configuration, with timings."""
-    import torch
-
-    from smplfast.surface import BodyParams, IUVPoints, RefineOptions, WeakPerspectiveCamera, refine
-
-    use_dp, use_2d, use_3d = CONFIGS[config]
-    n = setup.n
-    if not (use_dp or use_2d or use_3d):
-        return dict(pose=inputs["pose"], betas=inputs["betas"], cam=inputs["cam"], seconds=0.0, person_iters=0,
-                    iterations=np.zeros(n), fell_back=0)
-    opt = RefineOptions(dp_weight=dp_weight, kp2d_weight=kp2d_weight, kp3d_weight=kp3d_weight, method="gn",
-                        max_iters=max_iters, cg_iters=cg_iters)
-    pose = inputs["pose"].clone()
-    betas = inputs["betas"].clone()
-    cam = inputs["cam"].clone()
-    iters = np.zeros(n)
-    secs, person_iters, fell = 0.0, 0, 0
-    pts = inputs["iuv"]
-    for g, idx_all in setup.groups.items():
-        grid = setup.grid[g]
-        for a in range(0, len(idx_all), batch):
-            idx = idx_all[a:a + batch]
-            b = len(idx)
-            p = BodyParams.from_pose(inputs["betas"][idx].float(), inputs["pose"][idx].float(), torch.zeros(b, 3))
-            kw = {}
-            if use_dp:
-                kw["iuv_points"] = IUVPoints(pts.part[idx], pts.uv[idx], pts.xy[idx])
-            if use_2d:
-                kw["keypoints_2d"] = inputs["kp2d"][idx].float()
-            if use_3d:
-                kw["keypoints_3d"] = inputs["kp3d"][idx].float()
-            r = refine(p, camera=WeakPerspectiveCamera(inputs["cam"][idx].float()), grid=grid, options=opt, **kw)
-            secs += r.seconds
-            person_iters += b * (len(r.history_seconds) - 1)
-            fell += int(r.fell_back.sum())
-            pose[idx] = r.params.pose.double()
-            betas[idx] = r.params.betas.double()
-            cam[idx] = r.camera.params.double()
-            iters[idx.numpy()] = r.iterations.numpy()
-    return dict(pose=pose, betas=betas, cam=cam, seconds=secs, person_iters=person_iters, iterations=iters,
-                fell_back=fell)
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -736,7 +485,7 @@ def main(argv=None):
         print(msg, flush=True)
 
     t_all = time.perf_counter()
-    setup = Setup(args.data, args.num, args.landmarks, args.cache_dir)
+    setup = HoloPoseEvalSet(args.data, args.num, args.landmarks, args.cache_dir)
     setup_s = setup.seconds
     log(f"set-up: {setup.n} people in {setup.seconds:.1f} s")
     sim_kw = dict(pose_noise_scale=args.pose_noise_scale, dp_points=args.dp_points, uv_sigma=args.uv_sigma,
@@ -751,8 +500,8 @@ def main(argv=None):
             cost[k] += v
     alt = None
     if args.alt_num:
-        alt_setup = setup if args.alt_num >= setup.n else Setup(args.data, args.alt_num, args.landmarks, args.cache_dir,
-                                                                verbose=False)
+        alt_setup = setup if args.alt_num >= setup.n else HoloPoseEvalSet(args.data, args.alt_num, args.landmarks,
+                                                                          args.cache_dir, verbose=False)
         setup_s += alt_setup.seconds if alt_setup is not setup else 0.0
         alt_kw = dict(sim_kw, uv_sigma=args.alt_uv_sigma, flip_rate=args.alt_flip_rate)
         log(f"sensitivity study: {alt_setup.n} people, U, V sigma {args.alt_uv_sigma}, flips {args.alt_flip_rate}")

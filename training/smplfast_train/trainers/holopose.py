@@ -57,7 +57,27 @@ from ..losses import camera_loss, pose_loss
 from ..rotations import axis_angle_to_matrix
 from .spin import SpinTrainer, mask_nonfinite_inputs
 
-__all__ = ["HoloPoseTrainer", "face_point_rows"]
+__all__ = ["HoloPoseTrainer", "face_point_rows", "holopose_net", "load_holopose_checkpoint"]
+
+
+def holopose_net(cfg) -> torch.nn.Module:
+    """The :class:`~smplfast_train.heads.holopose.HoloPoseNet` a config describes (sizes of its tier)."""
+    kw = dict(backbone=cfg.backbone, clusters=cfg.moe_k, pool_at=cfg.pool_at, mix_prob=cfg.pool_mix_prob,
+              mean_params=cfg.mean_params or None, hmr_iters=cfg.hmr_iters, hmr_relu=cfg.hmr_relu)
+    return build_holopose(cfg.tier, regressor=cfg.regressor, **kw)
+
+
+def load_holopose_checkpoint(path, device="cpu"):
+    """``(network in eval mode, config)`` of a HoloPose run's checkpoint."""
+    from ..config import config_from_dict
+
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(ckpt["config"])
+    if cfg.trainer != "holopose":
+        raise TrainingError(f"{path} is a {cfg.trainer!r} checkpoint (preset {cfg.preset!r}), not a HoloPose one")
+    net = holopose_net(cfg).to(device)
+    net.load_state_dict(ckpt["model"])
+    return net.eval(), cfg
 
 
 def face_point_rows() -> np.ndarray:
@@ -72,10 +92,7 @@ class HoloPoseTrainer(SpinTrainer):
     (the model's mesh metrics, with the weak camera read as SPIN's crop camera)."""
 
     def build_model(self) -> torch.nn.Module:
-        cfg = self.cfg
-        kw = dict(backbone=cfg.backbone, clusters=cfg.moe_k, pool_at=cfg.pool_at, mix_prob=cfg.pool_mix_prob,
-                  mean_params=cfg.mean_params or None, hmr_iters=cfg.hmr_iters, hmr_relu=cfg.hmr_relu)
-        return build_holopose(cfg.tier, regressor=cfg.regressor, **kw)
+        return holopose_net(self.cfg)
 
     def _load_init(self, path) -> None:
         """``init_modules`` (empty: the whole network, strictly) of ``init_checkpoint``; every named module

@@ -17,10 +17,19 @@ FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 def build_info() -> dict:
-    """What the compiled core contains: version, CUDA (and for which architectures), OpenMP, compiler."""
+    """What the compiled core contains: version, CUDA (``cuda``: the CUDA kernels were compiled in, and for
+    which architectures), OpenMP, compiler; plus ``cuda_devices_visible``, the GPUs the kernels can use
+    now (0 on a machine without one, even when ``cuda`` is True)."""
     info = dict(_C.build_info())
     info["cuda_devices_visible"] = _C.cuda_device_count() if info["cuda"] else 0
     return info
+
+
+def describe_build(info: Optional[dict] = None) -> str:
+    """One line for people: ``CUDA kernels: compiled | usable GPUs: 0`` (compiled is not usable)."""
+    info = build_info() if info is None else info
+    kernels = "compiled" if info.get("cuda") else "not compiled (CPU only)"
+    return f"CUDA kernels: {kernels} | usable GPUs: {info.get('cuda_devices_visible', 0)}"
 
 
 def cuda_available() -> bool:

@@ -83,8 +83,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         from . import build_info
+        from ._backend import describe_build
 
-        print(json.dumps(build_info(), indent=2))
+        info = build_info()
+        print(describe_build(info))
+        print(json.dumps(info, indent=2))
         return 0
     if args.command == "synth":
         from .data.synth import generate

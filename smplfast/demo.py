@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import build_info
+from ._backend import describe_build
 from .body import SMPL, default_model_path
 from .body.reference import smpl_reference_forward
 
@@ -122,7 +123,7 @@ def run_demo(out_dir: str = "demo_out", model_path: str | None = None, batch: in
         model_name = model_path
     model = SMPL(model_path=model_path)
     info = build_info()
-    print(f"smplfast {info['version']} | CUDA kernels: {info['cuda']} | torch {torch.__version__} | "
+    print(f"smplfast {info['version']} | {describe_build(info)} | torch {torch.__version__} | "
           f"threads {torch.get_num_threads()}")
     print(f"model: {model_name}\n")
 

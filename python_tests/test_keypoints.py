@@ -97,16 +97,52 @@ def test_get_mapping_index_arrays():
     dst_idx, src_idx = kp.get_mapping("spin_49", "openpose_25")
     np.testing.assert_array_equal(src_idx, np.arange(25))
     assert dst_idx.dtype == np.int64 and not dst_idx.flags.writeable
-    dst_idx, src_idx = kp.get_mapping("openpose_25", "coco_17")
-    assert len(dst_idx) == 0
-    dst_idx, src_idx = kp.get_mapping("openpose_25", "coco_17", approximate=True)
-    names_src, names_dst = kp.keypoint_names("openpose_25"), kp.keypoint_names("coco_17")
-    assert len(dst_idx) == 17
-    for d, s in zip(dst_idx, src_idx):
-        assert names_src[s].startswith(names_dst[d].replace("_lsp", ""))
+    # OpenPose detections and COCO annotations share their 17 landmarks
+    for approximate in (False, True):
+        dst_idx, src_idx = kp.get_mapping("openpose_25", "coco_17", approximate=approximate)
+        names_src, names_dst = kp.keypoint_names("openpose_25"), kp.keypoint_names("coco_17")
+        assert len(dst_idx) == 17
+        for d, s in zip(dst_idx, src_idx):
+            assert names_src[s] == names_dst[d].replace("_lsp", "") + "_openpose"
     # An exact match wins over an approximate one.
     dst_idx, src_idx = kp.get_mapping("spin_49", "coco_17", approximate=True)
     assert all(s >= 25 for s in src_idx)
+
+
+@pytest.mark.parametrize("a", ["openpose_25", "coco_17", "h36m_17", "lsp_14", "mpii_16"])
+@pytest.mark.parametrize("b", ["openpose_25", "coco_17", "h36m_17", "lsp_14", "mpii_16"])
+def test_data_conventions_fill_every_shared_landmark(a, b):
+    """Every landmark two data conventions share is filled, in both directions, with the same values."""
+    def landmark(n):  # an OpenPose detection names its landmark with a suffix; its hips are the annotated hips
+        n = n.replace("_openpose", "")
+        return n + "_lsp" if n in ("left_hip", "right_hip") else n
+
+    la = {landmark(n): i for i, n in enumerate(kp.keypoint_names(a))}
+    lb = {landmark(n): i for i, n in enumerate(kp.keypoint_names(b))}
+    shared = set(la) & set(lb)
+    if a != b:
+        shared -= {"neck", "mid_hip"}  # OpenPose's neck / mid-hip are midpoints, no data set annotates them
+    x = np.random.default_rng(0).normal(size=(len(la), 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y, mask = kp.convert(x, a, b, return_mask=True)
+    assert {n for n, j in lb.items() if mask[j]} == shared
+    for n in shared:
+        np.testing.assert_array_equal(y[lb[n]], x[la[n]])
+
+
+def test_spin_49_keeps_detections_and_annotations_apart():
+    coco = np.random.default_rng(1).normal(size=(17, 3))
+    spin, mask = kp.convert(coco, "coco_17", "spin_49", return_mask=True)
+    assert not mask[:25].any() and mask[25:].sum() == 17  # the OpenPose rows stay empty
+
+
+def test_a_conversion_that_fills_little_warns():
+    with pytest.warns(UserWarning, match="only 1 of 14 keypoints"):
+        kp.convert(np.zeros((5, 3)), ["right_ankle", "nose", "pelvis", "jaw_h36m", "spine_h36m"], "lsp_14")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kp.convert(np.zeros((17, 3)), "coco_17", "spin_49")  # all of the source is used: no warning
 
 
 # -------------------------------------------------------------------------------------- convert

@@ -426,3 +426,14 @@ def test_root_align_errors():
 def test_device_mismatch_error():
     with pytest.raises(ValueError, match="different devices"):
         M.mpjpe(torch.zeros(1, 3, 3), torch.zeros(1, 3, 3, device="cuda"))
+
+
+def test_root_align_by_a_landmark_name_of_another_definition():
+    """'pelvis' aligns h36m_17 joints on their pelvis (named pelvis_mpii there)."""
+    rng = np.random.default_rng(3)
+    pred, gt = rng.normal(size=(2, 17, 3)), rng.normal(size=(2, 17, 3))
+    a = M.mpjpe(pred, gt, root_align="pelvis", convention="h36m_17")
+    b = M.mpjpe(pred, gt, root_align="pelvis_mpii", convention="h36m_17")
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="not in convention"):
+        M.mpjpe(pred, gt, root_align="left_big_toe", convention="h36m_17")

@@ -384,6 +384,15 @@ def test_empty_batch_no_faces_no_vertices(device):
     assert attr.shape == (2, 3, 3, 2) and torch.all(attr == 0)
 
 
+def test_faces_of_any_integer_type_are_accepted():
+    """What a model gives (numpy, int32, uint32) rasterizes exactly as int64 faces."""
+    v, faces, focal, center = random_scene(2, 10, 5)
+    ref = rasterize(v, faces, focal, center, (8, 8))
+    for alt in (faces.numpy(), faces.numpy().astype(np.uint32), faces.int(), faces.tolist()):
+        out = rasterize(v, alt, focal, center, (8, 8))
+        assert all(torch.equal(a, b) for a, b in zip(ref, out))
+
+
 def test_bad_inputs():
     v, faces, focal, center = random_scene(2, 10, 5)
     size = (8, 8)
@@ -392,7 +401,8 @@ def test_bad_inputs():
         ((v[..., :2], faces, focal, center, size), r"vertices must have shape \(B, V, 3\)"),
         ((v.half(), faces, focal, center, size), "vertices must be float32 or float64"),
         ((v.tolist(), faces, focal, center, size), "vertices must be a"),
-        ((v, faces.int(), focal, center, size), "faces must be int64"),
+        ((v, faces.double(), focal, center, size), "faces must hold integer vertex indices"),
+        ((v, faces.numpy().astype(float), focal, center, size), "faces must hold integer vertex indices"),
         ((v, faces[:, :2], focal, center, size), r"faces must have shape \(F, 3\)"),
         ((v, faces + 10, focal, center, size), r"faces must index vertices in \[0, 10\); got values in"),
         ((v, faces - 20, focal, center, size), "faces must index vertices"),

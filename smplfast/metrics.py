@@ -39,7 +39,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .body.keypoints import keypoint_names
+from .body.keypoints import APPROXIMATE_GROUPS, keypoint_names
 
 __all__ = [
     "SPIN_PELVIS",
@@ -158,8 +158,11 @@ def _root_indices(root_align: RootSpec, num_points: int, convention, what: str =
                 if len(names) != num_points:
                     raise ValueError(f"convention {convention!r} has {len(names)} keypoints but the "
                                      f"points have {num_points}")
-            if item not in names:
-                raise ValueError(f"keypoint {item!r} is not in convention {convention!r}")
+            if item not in names:  # another definition of the landmark (h36m_17's pelvis is pelvis_mpii)
+                alt = next((n for g in APPROXIMATE_GROUPS if item in g for n in g if n in names), None)
+                if alt is None:
+                    raise ValueError(f"keypoint {item!r} is not in convention {convention!r}")
+                item = alt
             indices.append(names.index(item))
         elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
             i = int(item)

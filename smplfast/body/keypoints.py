@@ -48,6 +48,7 @@ from .vertex_ids import SMPL_NUM_VERTICES, SMPLH_VERTEX_IDS
 __all__ = [
     "CONVENTIONS",
     "APPROXIMATE_GROUPS",
+    "SAME_LANDMARK",
     "SPIN_EXTRA_JOINT_NAMES",
     "SMPLX_EXTRA_KEYS",
     "keypoint_names",
@@ -188,13 +189,32 @@ def flip_permutation(convention: Convention) -> Tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------------ conversion
+#: An OpenPose detection and a data set's annotation of the same landmark (OpenPose's BODY_25 model was
+#: trained on COCO's annotations: its hips are the annotated hips; its neck and mid-hip are midpoints,
+#: not annotated points, so they are only in :data:`APPROXIMATE_GROUPS`). A conversion between a
+#: detection convention and an annotation convention matches them; a convention that holds both
+#: (``spin_49``) keeps them apart.
+SAME_LANDMARK: Tuple[Tuple[str, str], ...] = tuple(
+    (n + "_openpose", n) for n in _OPENPOSE_POINTS if n not in ("neck", "mid_hip", "left_hip", "right_hip")
+) + (("right_hip_openpose", "right_hip_lsp"), ("left_hip_openpose", "left_hip_lsp"))
+
+
 @functools.lru_cache(maxsize=256)
 def _mapping(src: Tuple[str, ...], dst: Tuple[str, ...], approximate: bool) -> Tuple[np.ndarray, np.ndarray]:
     where = {n: i for i, n in enumerate(src)}
+    dst_set = set(dst)
+    same = {}
+    for a, b in SAME_LANDMARK:
+        same.setdefault(a, b)
+        same.setdefault(b, a)
     groups = {n: g for g in APPROXIMATE_GROUPS for n in g} if approximate else {}
     dst_idx, src_idx = [], []
     for j, name in enumerate(dst):
-        candidates = (name,) + tuple(n for n in groups.get(name, ()) if n != name)
+        candidates = (name,)
+        other = same.get(name)
+        if other is not None and other not in dst_set:  # dst does not keep detection and annotation apart
+            candidates += (other,)
+        candidates += tuple(n for n in groups.get(name, ()) if n not in candidates)
         hit = next((where[n] for n in candidates if n in where), None)
         if hit is not None:
             dst_idx.append(j)
@@ -207,7 +227,8 @@ def _mapping(src: Tuple[str, ...], dst: Tuple[str, ...], approximate: bool) -> T
 
 def get_mapping(src: Convention, dst: Convention, *, approximate: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Index arrays ``(dst_idx, src_idx)`` (int64, read-only) such that ``out[..., dst_idx, :] =
-    kps[..., src_idx, :]`` converts ``src`` keypoints to ``dst``. Keypoints are matched by name; with
+    kps[..., src_idx, :]`` converts ``src`` keypoints to ``dst``. Keypoints are matched by name (and
+    :data:`SAME_LANDMARK`, see :func:`convert`); with
     ``approximate`` a dst keypoint missing from src may take another definition of the same landmark
     (:data:`APPROXIMATE_GROUPS`, first one present)."""
     return _mapping(keypoint_names(src), keypoint_names(dst), bool(approximate))
@@ -223,6 +244,11 @@ def convert(kps, src: Convention, dst: Convention, *, approximate: bool = False,
 
     With ``return_mask`` also returns a boolean ``(J_dst,)`` array / tensor that is True for the
     keypoints taken from ``src``. See :func:`get_mapping` for ``approximate``.
+
+    Keypoints are matched by name, and an OpenPose detection matches a data set's annotation of the
+    same landmark (:data:`SAME_LANDMARK`) unless a convention holds both (``spin_49`` keeps them apart),
+    so OpenPose, COCO, H36M, LSP and MPII conversions fill every joint they share. A conversion that
+    fills fewer than half of ``dst`` while using fewer than half of ``src`` warns.
     """
     src_names, dst_names = keypoint_names(src), keypoint_names(dst)
     is_torch = torch.is_tensor(kps)
@@ -233,6 +259,14 @@ def convert(kps, src: Convention, dst: Convention, *, approximate: bool = False,
         raise ValueError(f"convert: keypoints must have shape (..., {len(src_names)}, D) for convention "
                          f"{src_label!r} ({len(src_names)} keypoints); got {tuple(kps.shape)}")
     dst_idx, src_idx = _mapping(src_names, dst_names, bool(approximate))
+    if 2 * len(dst_idx) < len(dst_names) and 2 * len(dst_idx) < len(src_names):
+        import warnings
+
+        label = (src if isinstance(src, str) else "src", dst if isinstance(dst, str) else "dst")
+        warnings.warn(f"convert {label[0]!r} -> {label[1]!r}: only {len(dst_idx)} of {len(dst_names)} keypoints "
+                      f"exist in both conventions; the others are zeros"
+                      + ("" if approximate else " (approximate=True also takes other definitions of a landmark)"),
+                      stacklevel=2)
     shape = (*kps.shape[:-2], len(dst_names), kps.shape[-1])
     if is_torch:
         d, s = (torch.tensor(a, device=kps.device) for a in (dst_idx, src_idx))

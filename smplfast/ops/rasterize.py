@@ -151,6 +151,28 @@ def _camera(op: str, name: str, value: CameraParam, B: int, device: torch.device
     raise ValueError(f"{op}: {name} must be a {want}; got {value!r}")
 
 
+def as_faces(op: str, faces, vertices) -> Tensor:
+    """Faces as the kernels take them, from what a model gives: an (F, 3) array or tensor of any integer
+    dtype (e.g. ``SMPL.faces``, a numpy array) becomes int64 on the vertices' device. Floats, booleans
+    and other shapes are refused (their values would be reinterpreted)."""
+    if isinstance(faces, Tensor):
+        if faces.dtype in (torch.bool,) or faces.is_floating_point() or faces.is_complex():
+            raise ValueError(f"{op}: faces must hold integer vertex indices; got {faces.dtype}")
+        return faces.to(device=vertices.device, dtype=torch.int64) if isinstance(vertices, Tensor) else faces
+    try:
+        import numpy as np
+
+        arr = np.asarray(faces)
+    except Exception:  # noqa: BLE001 - anything numpy cannot read is not a face array
+        raise ValueError(f"{op}: faces must be an (F, 3) integer array or tensor; got {type(faces).__name__}") from None
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{op}: faces must hold integer vertex indices; got an array of {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > 2 ** 62:
+        raise ValueError(f"{op}: face index {int(arr.max())} does not fit int64")
+    device = vertices.device if isinstance(vertices, Tensor) else None
+    return torch.as_tensor(arr.astype(np.int64, copy=False), device=device)
+
+
 def _prepare(op: str, vertices, faces, focal, center, image_size, near):
     _check_inputs(op, vertices, faces)
     H, W = _image_size(op, image_size)
@@ -180,6 +202,7 @@ def rasterize_reference(vertices: Tensor, faces: Tensor, focal: CameraParam, cen
     """Pure-PyTorch specification of :func:`rasterize` (same arguments, outputs and rules; see the
     module docstring). Vectorised over pixels, looping over images and chunks of faces; slow, meant
     for tests and small images."""
+    faces = as_faces(OP + "_reference", faces, vertices)
     f, c, H, W, near = _prepare(OP + "_reference", vertices, faces, focal, center, image_size, near)
     _check_values(OP + "_reference", vertices, faces, f, c)
     B, dev, dtype = vertices.shape[0], vertices.device, vertices.dtype
@@ -370,7 +393,9 @@ def rasterize(vertices: Tensor, faces: Tensor, focal: CameraParam, center: Camer
 
     Args:
         vertices: ``(B, V, 3)`` float32/float64 in camera coordinates (x right, y down, z forward, metres).
-        faces: ``(F, 3)`` int64 vertex indices in ``[0, V)``, shared by the batch (either winding).
+        faces: ``(F, 3)`` vertex indices in ``[0, V)``, shared by the batch (either winding): an int64
+            tensor, or any integer array or tensor (``SMPL.faces``), converted to int64 on the vertices'
+            device.
         focal: ``(B, 2)`` or ``(B,)`` tensor, a float, or a pair ``(f_x, f_y)`` (pixels); must be > 0.
         center: ``(B, 2)`` or a pair ``(c_x, c_y)`` (pixels).
         image_size: ``(H, W)`` positive ints.
@@ -387,5 +412,6 @@ def rasterize(vertices: Tensor, faces: Tensor, focal: CameraParam, center: Camer
     in the same order (no fused multiply-adds), so they agree on face ids, ties included. Not differentiable (backward raises); use :func:`interpolate` for differentiable maps.
     Validation of index and finite values costs one device sync on CUDA.
     """
+    faces = as_faces(OP, faces, vertices)
     f, c, H, W, near = _prepare(OP, vertices, faces, focal, center, image_size, near)
     return _rasterize(vertices, faces, f, c, H, W, near)

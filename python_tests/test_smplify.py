@@ -424,7 +424,56 @@ def test_multiview_calibrated_initial_translation_accounts_for_the_root_joint(fi
     init = pose[:, None].repeat(1, V, 1)
     init[..., :3] = samplers.matrix_to_axis_angle(R @ samplers.axis_angle_to_matrix(pose[:, :3])[:, None])
     res = mv.fit(init, betas[:, None].repeat(1, V, 1), t_v, torch.full((B, V, 2), CENTER), kp, cam_rot=R, cam_transl=T)
-    torch.testing.assert_close(res.camera_translation[:, 0], torch.zeros(B, 3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(res.world_transl, torch.zeros(B, 3), atol=1e-4, rtol=0)
+    # camera frame in, camera frame out: the per-view translations and orientations come back
+    torch.testing.assert_close(res.camera_translation, t_v, atol=1e-4, rtol=0)
+    torch.testing.assert_close(samplers.axis_angle_to_matrix(res.pose[..., :3]), samplers.axis_angle_to_matrix(init[..., :3]),
+                               atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("frame", ["world", "camera"])
+def test_multiview_calibrated_one_frame_in_the_same_frame_out(fitter_model, frame):
+    """From the ground truth given in either frame, a calibrated fit stays at the ground truth and
+    returns it in that frame; the two frames give the same body."""
+    B = 2
+    pose, betas, joints, R, T, kp = make_rig(fitter_model, B, seed=35)
+    V = R.shape[1]
+    J0 = MultiViewSMPLify(model=fitter_model, calibrated=True)._root_joint(betas)
+    world = pose[:, None].repeat(1, V, 1)
+    cam = world.clone()
+    cam[..., :3] = samplers.matrix_to_axis_angle(R @ samplers.axis_angle_to_matrix(pose[:, :3])[:, None])
+    t_cam = (R @ J0[:, None, :, None]).squeeze(-1) + T - J0[:, None]  # the world translation is 0
+    init, t0 = (world, torch.zeros(B, V, 3)) if frame == "world" else (cam, t_cam)
+    mv = MultiViewSMPLify(model=fitter_model, calibrated=True, lm_iters=10)
+    res = mv.fit(init, betas[:, None].repeat(1, V, 1), t0, torch.full((B, V, 2), CENTER), kp, cam_rot=R, cam_transl=T,
+                 frame=frame)
+    aa2R = samplers.axis_angle_to_matrix
+    # The fitted body stays at the ground truth (the priors move it by millimetres; the old behaviour read a
+    # world start as camera-frame orientations and ended ~80 mm away).
+    with torch.no_grad():
+        fitted = fitter_model(global_orient=res.world_orient, body_pose=res.pose[:, 0, 3:], betas=res.betas,
+                              joints_only=True).joints + res.world_transl[:, None]
+    assert float((fitted - joints).norm(dim=-1).mean()) < 0.01
+    # ... and comes back in the frame it went in
+    Rw = aa2R(res.world_orient)
+    if frame == "world":
+        assert (res.pose[:, 1:] == res.pose[:, :1]).all() and (res.camera_translation[:, 1:] == res.camera_translation[:, :1]).all()
+        torch.testing.assert_close(aa2R(res.pose[:, 0, :3]), Rw, atol=1e-5, rtol=0)
+        torch.testing.assert_close(res.camera_translation[:, 0], res.world_transl, atol=1e-6, rtol=0)
+    else:
+        torch.testing.assert_close(aa2R(res.pose[..., :3]), R @ Rw[:, None], atol=1e-4, rtol=0)
+        J0f = mv._root_joint(res.betas)  # the fitted shape's root joint
+        t_want = (R @ (J0f + res.world_transl)[:, None, :, None]).squeeze(-1) + T - J0f[:, None]
+        torch.testing.assert_close(res.camera_translation, t_want, atol=1e-4, rtol=0)
+    torch.testing.assert_close(res.world_transl, torch.zeros(B, 3), atol=0.02, rtol=0)
+    assert float(res.reprojection_loss.mean()) < 1.0  # px², GMoF (the priors keep a little)
+    # the reprojection term reads the result in its own frame
+    again = mv.reprojection_loss(res.pose, res.betas, res.camera_translation, torch.full((B, V, 2), CENTER), kp,
+                                 cam_rot=R, cam_transl=T, frame=frame)
+    torch.testing.assert_close(again, res.reprojection_loss, atol=1e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match="frame must be"):
+        mv.fit(init, betas[:, None].repeat(1, V, 1), t0, torch.full((B, V, 2), CENTER), kp, cam_rot=R, cam_transl=T,
+               frame="rig")
 
 
 def test_out_of_range_inputs_are_rejected_and_results_stay_finite(fitter_model, bodies):

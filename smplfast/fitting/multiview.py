@@ -43,12 +43,23 @@ class MultiViewSMPLify(SMPLify):
 
     Call ``fit(init_pose (B, V, 72), init_betas (B, V, nb), init_cam_t (B, V, 3), camera_center (B, V, 2),
     keypoints_2d (B, V, Nk, 3))`` (uncalibrated), or with ``calibrated=True``
-    ``fit(..., cam_rot=(B, V, 3, 3), cam_transl=(B, V, 3), focal_length=(B, V, 2) or None)`` where
-    ``init_cam_t`` is then the per-view body translation estimate or None with ``init_transl`` (B, 3)
-    given. Returns a :class:`SMPLifyResult` whose pose is (B, V, 72) (per-view global orientation, shared
-    body pose; calibrated: the **world** orientation repeated in every view, so a view's camera-frame
-    orientation is ``cam_rot[v] @ R_world``) and camera_translation (B, V, 3) (calibrated: the world
-    translation repeated).
+    ``fit(..., cam_rot=(B, V, 3, 3), cam_transl=(B, V, 3), focal_length=(B, V, 2) or None)``
+    (X_cam = cam_rot X_world + cam_transl). Returns a :class:`SMPLifyResult` whose pose is (B, V, 72)
+    (per-view global orientation, shared body pose), betas (B, nb) and camera_translation (B, V, 3).
+
+    **Frames** (``frame``, calibrated fits; one frame in, the same frame out):
+
+    * ``"camera"`` (default, as the uncalibrated fitter): ``init_pose[:, v, :3]`` is the orientation in
+      view v's camera and ``init_cam_t[:, v]`` the body translation there (SMPL's ``transl``: the body
+      rotates about its root joint J0); the result gives the same per view: orientation
+      ``cam_rot[v] @ R_world`` and translation ``cam_rot[v] (J0 + T_world) + cam_transl[v] − J0``, with
+      vertices and joints oriented per view (without translation, as SPIN's).
+    * ``"world"``: ``init_pose[:, v, :3]`` are world orientations (their rotation mean starts the fit),
+      ``init_cam_t[:, v]`` world translations (or None with ``init_transl``); the result holds the world
+      orientation and translation repeated in every view.
+
+    ``init_transl`` (B, 3) is always the world translation. A calibrated result also carries
+    ``world_orient`` (B, 3) and ``world_transl`` (B, 3) in either frame.
     """
 
     def __init__(self, *args, calibrated: bool = False, **kwargs) -> None:
@@ -63,8 +74,9 @@ class MultiViewSMPLify(SMPLify):
 
     def fit(self, init_pose: Tensor, init_betas: Tensor, init_cam_t: Optional[Tensor], camera_center: Tensor,
             keypoints_2d: Tensor, *, cam_rot: Optional[Tensor] = None, cam_transl: Optional[Tensor] = None,
-            focal_length: Optional[Tensor] = None, init_transl: Optional[Tensor] = None,
+            focal_length: Optional[Tensor] = None, init_transl: Optional[Tensor] = None, frame: str = "camera",
             record_history: bool = False) -> SMPLifyResult:
+        self._check_frame(frame)
         if not torch.is_tensor(keypoints_2d) or keypoints_2d.dim() != 4:
             got = tuple(keypoints_2d.shape) if torch.is_tensor(keypoints_2d) else type(keypoints_2d).__name__
             raise ValueError(f"MultiViewSMPLify: keypoints_2d must be (B, V, {self.num_keypoints}, 3); got {got}")
@@ -77,7 +89,7 @@ class MultiViewSMPLify(SMPLify):
         betas_v = flat(init_betas, (self.num_betas,), "init_betas", MAX_ABS_BETAS)
         center_v = flat(camera_center, (2,), "camera_center", MAX_ABS_PIXELS)
         cam_t_v = flat(init_cam_t, (3,), "init_cam_t", MAX_ABS_TRANSLATION)
-        if cam_t_v is not None and not self.calibrated:
+        if cam_t_v is not None and frame == "camera":
             self._check_depth("init_cam_t", cam_t_v)
         if self.calibrated:
             if cam_rot is None or cam_transl is None:
@@ -113,14 +125,17 @@ class MultiViewSMPLify(SMPLify):
         else:
             Rv = ops.rodrigues(pose_v[:, :3]).view(B, V, 3, 3)
             Rc = rot.view(B, V, 3, 3)
-            go = matrix_to_axis_angle(rotation_mean(Rc.transpose(-1, -2) @ Rv))
+            go = matrix_to_axis_angle(rotation_mean(Rv if frame == "world" else Rc.transpose(-1, -2) @ Rv))
             if init_transl is None:
                 if cam_t_v is None:
                     raise ValueError("MultiViewSMPLify(calibrated=True): give init_transl (B, 3) or init_cam_t (B, V, 3)")
-                # SMPL rotates about the root joint J0, so a per-view body translation t_v (orientation
-                # Rc R_w) is the world translation Rcᵀ (t_v + J0 - Tc) - J0.
-                j0 = self._root_joint(betas)[:, None, :]
-                tw = (Rc.transpose(-1, -2) @ (cam_t_v.view(B, V, 3) + j0 - tc.view(B, V, 3)).unsqueeze(-1)).squeeze(-1) - j0
+                if frame == "world":
+                    tw = cam_t_v.view(B, V, 3)
+                else:
+                    # SMPL rotates about the root joint J0, so a per-view body translation t_v (orientation
+                    # Rc R_w) is the world translation Rcᵀ (t_v + J0 - Tc) - J0.
+                    j0 = self._root_joint(betas)[:, None, :]
+                    tw = (Rc.transpose(-1, -2) @ (cam_t_v.view(B, V, 3) + j0 - tc.view(B, V, 3)).unsqueeze(-1)).squeeze(-1) - j0
                 init_transl = tw.mean(dim=1)
             x0 = torch.cat([go, body, betas, init_transl.to(self.dtype)], dim=1)
         timings = {"camera": time.perf_counter() - t0}
@@ -137,18 +152,55 @@ class MultiViewSMPLify(SMPLify):
         iters += it
         timings["body"] = time.perf_counter() - t0
         calib = (rot, tc, focal) if self.calibrated else None
-        return self._result(x, x0, B, V, joints_2d, conf_body, center_v, calib, evaluate, iters, converged & visible,
-                            bad, timings, history)
+        res = self._result(x, x0, B, V, joints_2d, conf_body, center_v, calib, evaluate, iters, converged & visible,
+                           bad, timings, history)
+        if self.calibrated:
+            res.world_orient, res.world_transl = res.pose[:, 0, :3].clone(), res.camera_translation[:, 0].clone()
+            if frame == "camera":
+                res = self._to_camera_frame(res, rot.view(B, V, 3, 3), tc.view(B, V, 3), center_v, joints_2d, conf_body,
+                                            focal)
+        return res
+
+    @staticmethod
+    def _check_frame(frame: str) -> None:
+        if frame not in ("camera", "world"):
+            raise ValueError(f"MultiViewSMPLify: frame must be 'camera' or 'world'; got {frame!r}")
+
+    def _to_camera_frame(self, res: SMPLifyResult, Rc: Tensor, Tc: Tensor, center, joints_2d, conf, focal) -> SMPLifyResult:
+        """A calibrated (world) result seen from every camera: orientation Rc R_w, translation
+        Rc (J0 + T_w) + Tc − J0, vertices, joints and reprojection losses of those parameters."""
+        B, V = Rc.shape[:2]
+        if B == 0:
+            return res
+        Rw = ops.rodrigues(res.world_orient.to(self.dtype))
+        go = matrix_to_axis_angle(Rc.to(Rw.dtype) @ Rw[:, None])                          # (B, V, 3)
+        j0 = self._root_joint(res.betas)[:, None, :]
+        t = (Rc @ (j0 + res.world_transl[:, None]).unsqueeze(-1)).squeeze(-1) + Tc - j0
+        pose = torch.cat([go.to(res.pose.dtype), res.pose[..., 3:]], -1)
+        with torch.no_grad():
+            out = self.smpl(global_orient=pose.reshape(B * V, 72)[:, :3], body_pose=pose.reshape(B * V, 72)[:, 3:],
+                            betas=res.betas.repeat_interleave(V, 0))
+        res.pose, res.camera_translation = pose, t.to(res.camera_translation.dtype)
+        res.vertices = out.vertices.view(B, V, *out.vertices.shape[1:])
+        res.joints = out.joints.view(B, V, *out.joints.shape[1:])
+        eye, zero3, _ = self._camera_constants(B * V, joints_2d)
+        with torch.no_grad():
+            reproj = self._reprojection(pose.reshape(B * V, 72).to(self.dtype), res.betas.to(self.dtype).repeat_interleave(V, 0),
+                                        res.camera_translation.reshape(B * V, 3).to(self.dtype), center, joints_2d, conf,
+                                        (eye.to(self.dtype), zero3.to(self.dtype), focal))
+        res.reprojection_loss = reproj.view(B, V, -1).to(res.reprojection_loss.dtype)
+        return res
 
     def reprojection_loss(self, pose: Tensor, betas: Tensor, transl: Tensor, camera_center: Tensor,
                           keypoints_2d: Tensor, *, cam_rot: Optional[Tensor] = None, cam_transl: Optional[Tensor] = None,
-                          focal_length: Optional[Tensor] = None) -> Tensor:
+                          focal_length: Optional[Tensor] = None, frame: str = "camera") -> Tensor:
         """The per-keypoint reprojection term of :meth:`fit` (conf² · GMoF, SPIN's ignored joints at 0)
         for given parameters: (B, V, Nk), the same values ``fit`` returns as ``reprojection_loss`` when
-        given its own result. ``pose`` (B, V, 72): uncalibrated, each view's pose in its camera frame;
-        calibrated, the world orientation and body in every view. ``betas`` (B, nb). ``transl``
-        (B, V, 3): uncalibrated, each view's camera translation; calibrated, the world translation.
-        Calibrated fitters need ``cam_rot`` / ``cam_transl`` (and ``focal_length``) as in :meth:`fit`."""
+        given its own result. ``pose`` (B, V, 72) and ``transl`` (B, V, 3) are in ``frame`` as in
+        :meth:`fit`: each view's camera (default), or (calibrated) the world orientation and translation
+        in every view. ``betas`` (B, nb). Calibrated fitters need ``cam_rot`` / ``cam_transl`` (and
+        ``focal_length``) as in :meth:`fit`."""
+        self._check_frame(frame)
         if not torch.is_tensor(keypoints_2d) or keypoints_2d.dim() != 4:
             got = tuple(keypoints_2d.shape) if torch.is_tensor(keypoints_2d) else type(keypoints_2d).__name__
             raise ValueError(f"MultiViewSMPLify: keypoints_2d must be (B, V, {self.num_keypoints}, 3); got {got}")
@@ -166,6 +218,9 @@ class MultiViewSMPLify(SMPLify):
             if cam_rot is None or cam_transl is None:
                 raise ValueError("MultiViewSMPLify(calibrated=True).reprojection_loss needs cam_rot and cam_transl")
             calib = self._check_calibration(cam_rot, cam_transl, focal_length, B, V, kp)
+            if frame == "camera":  # camera-frame bodies: identity extrinsics, the calibrated intrinsics
+                eye, zero3, _ = self._camera_constants(B * V, kp)
+                calib = (eye.to(self.dtype), zero3.to(self.dtype), calib[2])
         with torch.no_grad():
             out = self._reprojection(pose_v, betas.to(self.dtype).repeat_interleave(V, 0), t_v, center_v, joints_2d,
                                      conf_body, calib)

@@ -63,6 +63,8 @@ class SMPLifyResult:
     missing_keypoints: Tensor    # (B,) number of keypoints given as NaN (treated as confidence 0)
     timings: Dict[str, float] = field(default_factory=dict)
     history: list = field(default_factory=list)  # (seconds, objective (B,)) per iteration when recorded
+    world_orient: Optional[Tensor] = None        # calibrated multi-view fits: (B, 3) world orientation
+    world_transl: Optional[Tensor] = None        # calibrated multi-view fits: (B, 3) world translation
 
     def as_tuple(self):
         return (self.vertices, self.joints, self.pose, self.betas, self.camera_translation, self.reprojection_loss)

@@ -185,15 +185,14 @@ def run(data, ckpt, pose_prior, num=300, batch=32, seed=0, noise_pose=0.15, nois
             t_cal = translation(_flat(pose0), _flat(betas0), _flat(kp_px), _flat(f_cal[..., 0]), _flat(c_cal)).view(B, V, 3)
             t0 = time.perf_counter()
             r = fitters["CAL"].fit(pose0, betas0, t_cal, c_cal, kp_px, cam_rot=R_c, cam_transl=b["cam_transl"].float(),
-                                   focal_length=f_cal)
+                                   focal_length=f_cal, frame="camera")
             secs[name]["CAL"] += time.perf_counter() - t0
-            # The result's orientation is the world one (repeated per view): take it into each camera.
-            rotmat = axis_angle_to_matrix(r.pose.reshape(-1, 24, 3)).view(B, V, 24, 3, 3).clone()
-            rotmat[:, :, 0] = R_c @ rotmat[:, :, 0]
+            rotmat = axis_angle_to_matrix(r.pose.reshape(-1, 24, 3)).view(B, V, 24, 3, 3)  # each view's camera frame
             score(name, "CAL", rotmat, r.betas[:, None].expand(B, V, 10), b, r.reprojection_loss.sum(-1))
             _add(stage[name]["CAL"], r.timings)
             if name == "net":  # world orientation and world translation, repeated per view
-                keep("CAL", r.pose, r.betas[:, None].expand(B, V, 10), r.camera_translation, B)
+                world_pose = torch.cat([r.world_orient[:, None].expand(B, V, 3), r.pose[..., 3:]], -1)
+                keep("CAL", world_pose, r.betas[:, None].expand(B, V, 10), r.world_transl[:, None].expand(B, V, 3), B)
         print(f"{s + B}/{n} people  " + "  ".join(f"{i}:{m} {1000 * secs[i][m] / (s + B):.0f} ms/person"
                                                     for i in inits for m in METHODS[1:]), flush=True)
 

@@ -182,10 +182,8 @@ class MvSpinTrainer(SpinTrainer):
                 depth = 2 * focal[r][..., 0] / (R * cam[..., 0] + 1e-9)
                 cam_t = torch.stack([cam[..., 1], cam[..., 2], depth], -1)
                 res = self.smplify.fit(aa, betas_v, cam_t, centre[r], kp_px[r], cam_rot=rig.cam_rot[r],
-                                       cam_transl=rig.cam_transl[r], focal_length=focal[r])
-                Rw = axis_angle_to_matrix(res.pose[:, 0, :3])                  # world orientation
-                go = matrix_to_axis_angle(rig.cam_rot[r] @ Rw[:, None].to(rig.cam_rot.dtype))  # per view (n, V, 3)
-                pose_v = torch.cat([go.to(res.pose.dtype), res.pose[..., 3:]], -1)
+                                       cam_transl=rig.cam_transl[r], focal_length=focal[r], frame="camera")
+                pose_v = res.pose                                               # each view's orientation
             else:
                 cam_t = weak_perspective_to_translation(cam.reshape(-1, 3), cfg.focal_length, R).view(-1, V, 3)
                 res = self.smplify.fit(aa, betas_v, cam_t, centre[r], kp_px[r])
@@ -202,7 +200,7 @@ class MvSpinTrainer(SpinTrainer):
             opt_loss = opt_loss.clone()
             opt_loss[ra] = new_loss[acc]
             if calibrated:
-                new_world_t[ra] = res.camera_translation[acc][:, 0].to(new_world_t.dtype)
+                new_world_t[ra] = res.world_transl[acc].to(new_world_t.dtype)
             self._fit_stats(stats, times, acc, len(r), new_loss, res)
             stats["fit_above_threshold"] = float((self._threshold_loss(new_loss) >= cfg.fit_threshold).float().mean())
         aux = None
@@ -234,7 +232,7 @@ class MvSpinTrainer(SpinTrainer):
             pose_w = torch.cat([go.to(pose.dtype), pose[r][..., 3:]], -1)
             loss = self.smplify.reprojection_loss(pose_w, betas[r][:, 0], world_t[r][:, None].expand(-1, V, -1),
                                                   centre[r], kp_px[r], cam_rot=rig.cam_rot[r],
-                                                  cam_transl=rig.cam_transl[r], focal_length=focal[r])
+                                                  cam_transl=rig.cam_transl[r], focal_length=focal[r], frame="world")
             per_view = loss.mean(-1)
         return _mean_over_views(per_view.double(), visible[r])
 

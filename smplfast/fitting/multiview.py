@@ -26,7 +26,7 @@ from ..body.samplers import matrix_to_axis_angle
 from .lm import levenberg_marquardt
 from .priors import angle_prior_residuals
 from .smplify import (MAX_ABS_BETAS, MAX_ABS_PIXELS, MAX_ABS_POSE, MAX_ABS_TRANSLATION, ROTATION_TOLERANCE, SMPLify,
-                      SMPLifyResult)
+                      SMPLifyResult, _adam_plateaued)
 
 
 def rotation_mean(R: Tensor) -> Tensor:
@@ -357,16 +357,18 @@ class MultiViewSMPLify(SMPLify):
         opt_state = x.clone().requires_grad_(True)
         opt = torch.optim.Adam([opt_state], lr=self.step_size, betas=(0.9, 0.999))
         history = []
+        trace = []
         t0 = time.perf_counter()
         for _ in range(self.num_iters):
             f, _, g = evaluate(opt_state.detach(), rows)
+            trace.append(f.detach())
             if record_history:
                 history.append((time.perf_counter() - t0, f.clone()))
             opt.zero_grad()
             opt_state.grad = 2 * g
             opt.step()
         n = torch.full((B,), self.num_iters, dtype=torch.long, device=x0.device)
-        return opt_state.detach(), n, torch.ones(B, dtype=torch.bool, device=x0.device), history
+        return opt_state.detach(), n, _adam_plateaued(trace, B, x0.device), history
 
     def _result(self, x, x0, B, V, joints_2d, conf, center, calib, evaluate, iters, converged, bad, timings, history):
         # Never return NaN / Inf: a person whose fit (or its outputs) is not finite keeps its

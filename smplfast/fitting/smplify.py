@@ -138,16 +138,27 @@ class SMPLify:
     ``pose_prior_weight=...`` are accepted too); ``mode``: 'spin' (camera stage then body stage),
     'single_stage' (body and camera together, for fits initialised from a regressor), 'smplify4' (the
     original 4-stage schedule from the mean pose); ``linear_solver`` 'cholesky' | 'cg';
-    ``lm_iters`` (max LM iterations per body stage), ``ignore_joints`` (keypoints given confidence 0 in
-    the body stage; SPIN's by default), ``min_visible`` (fewer confident keypoints: the sample keeps its
-    initialisation with ``converged=False``), ``dtype``.
+    ``lm_iters`` (max LM iterations per body stage), ``camera_lm_iters`` (max LM iterations of the
+    camera stage; it stops when converged, and a capped camera stage caps the final objective),
+    ``ignore_joints`` (keypoints given confidence 0 in the body stage; SPIN's by default), ``min_visible``
+    (fewer confident keypoints: the sample keeps its initialisation with ``converged=False``), ``dtype``.
+
+    ``converged`` in the result is True when every stage converged: LM by its own test; Adam (a fixed
+    number of steps) when the objective changed by less than :data:`ADAM_PLATEAU_RTOL` (relative) over
+    its last 10 steps.
+
+    Unlike SPIN's fitter, the inputs are never modified: SPIN's ``SMPLify.__call__`` zeroes the ignored
+    joints' confidences in the caller's keypoint tensor, and SPIN's trainer relies on that side effect
+    (its camera stage then falls back to the ground-truth torso joints). Here the ignored joints are
+    dropped inside the body stage only, and the camera stage chooses OpenPose or ground-truth torso
+    joints by their own confidences.
     """
 
     def __init__(self, step_size: float = 1e-2, batch_size: int = 66, num_iters: int = 100,
                  focal_length: float = 5000.0, device: Union[str, torch.device] = "cpu", *,
                  optimizer: str = "lm", model=None, keypoints: str = "spin_49", keypoint_regressors=None,
                  pose_prior=None, weights: Optional[PriorWeights] = None, mode: str = "spin",
-                 linear_solver: str = "cholesky", cg_iters: int = 20, lm_iters: int = 30, camera_lm_iters: int = 5,
+                 linear_solver: str = "cholesky", cg_iters: int = 20, lm_iters: int = 30, camera_lm_iters: int = 30,
                  ftol: float = 1e-6, ignore_joints: Optional[Sequence[int]] = None, min_visible: int = 4,
                  chunk_size: int = 4096, dtype: torch.dtype = torch.float32, **weight_overrides) -> None:
         if optimizer not in OPTIMIZERS:
@@ -376,6 +387,7 @@ class SMPLify:
                                                        visible)
             timings["camera"] = time.perf_counter() - t0
             iters += it
+            converged &= conv  # a capped camera stage is not converged, whatever the body stage does
         schedule = [(None, None)]
         if self.mode == "smplify4":
             schedule = list(zip(SMPLIFY4_POSE_WEIGHTS, SMPLIFY4_SHAPE_WEIGHTS))
@@ -438,16 +450,19 @@ class SMPLify:
             body_pose = pose[:, 3:].detach()
             t = cam_t.clone().requires_grad_(True)
             opt = torch.optim.Adam([global_orient, t], lr=self.step_size, betas=(0.9, 0.999))
+            trace = []
             for _ in range(self.num_iters):
                 joints = self._joints(global_orient, body_pose, betas)
-                loss = camera_fitting_loss(joints, t, cam_t_est, center, joints_2d, conf, self.focal_length,
-                                           self.weights.depth_loss_weight, self.op_torso, self.gt_torso)
+                per_sample = camera_fitting_loss(joints, t, cam_t_est, center, joints_2d, conf, self.focal_length,
+                                                 self.weights.depth_loss_weight, self.op_torso, self.gt_torso,
+                                                 reduce=False)
+                trace.append(per_sample.detach())
                 opt.zero_grad()
-                loss.backward()
+                per_sample.sum().backward()
                 opt.step()
             pose = torch.cat([global_orient.detach(), body_pose], dim=1)
             n = torch.full((B,), self.num_iters, dtype=torch.long, device=pose.device)
-            return pose, t.detach(), n, torch.ones(B, dtype=torch.bool, device=pose.device)
+            return pose, t.detach(), n, _adam_plateaued(trace, B, pose.device) | ~visible
 
         # LM on [global_orient (3), camera translation (3)]: torso residuals (plain squares) + depth.
         weight = torch.zeros_like(conf)
@@ -575,6 +590,7 @@ class SMPLify:
         params = [body_pose, betas, global_orient] + ([t] if optimize_camera else [])
         opt = torch.optim.Adam(params, lr=self.step_size, betas=(0.9, 0.999))
         history = []
+        trace = []
         t0 = time.perf_counter()
         for _ in range(self.num_iters):
             joints = self._joints(global_orient, body_pose, betas)
@@ -588,12 +604,29 @@ class SMPLify:
                 per_sample = per_sample + w.depth_loss_weight ** 2 * (t[:, 2] - init_cam_t[:, 2]) ** 2
             if record_history:
                 history.append((time.perf_counter() - t0, per_sample.detach().clone()))
+            trace.append(per_sample.detach())
             opt.zero_grad()
             per_sample.sum().backward()
             opt.step()
         pose = torch.cat([global_orient, body_pose], dim=1).detach()
         n = torch.full((B,), self.num_iters, dtype=torch.long, device=pose.device)
-        return (pose, betas.detach(), t.detach(), n, torch.ones(B, dtype=torch.bool, device=pose.device), history)
+        return (pose, betas.detach(), t.detach(), n, _adam_plateaued(trace, B, pose.device), history)
+
+
+#: Adam runs a fixed number of steps; it counts as converged when its objective changed by less than
+#: this (relative) over the last :data:`ADAM_PLATEAU_STEPS` steps.
+ADAM_PLATEAU_RTOL = 1e-3
+ADAM_PLATEAU_STEPS = 10
+
+
+def _adam_plateaued(trace, B: int, device) -> Tensor:
+    """Per sample (B,): the objective's relative change over the last ADAM_PLATEAU_STEPS steps is below
+    ADAM_PLATEAU_RTOL (False when fewer steps ran, or when the objective is not finite)."""
+    if len(trace) <= ADAM_PLATEAU_STEPS:
+        return torch.zeros(B, dtype=torch.bool, device=device)
+    a, b = trace[-1 - ADAM_PLATEAU_STEPS], trace[-1]
+    ok = torch.isfinite(a) & torch.isfinite(b)
+    return ok & ((a - b).abs() <= ADAM_PLATEAU_RTOL * a.abs().clamp_min(1e-12))
 
 
 def _torso_indices(convention: str):

@@ -203,10 +203,34 @@ def test_batch_broadcast_and_empty_batch(small_file):
 def test_smpl_layer_requires_no_parameters(small_file):
     layer = smplfast.body.SMPLLayer(model_path=small_file)
     assert len(list(layer.parameters())) == 0
-    out = layer(body_pose=torch.zeros(4, 69))
+    out = layer(body_pose=torch.zeros(4, 69), pose2rot=True)
     assert out.vertices.shape == (4, 300, 3)
-    rot = layer(body_pose=torch.eye(3).expand(4, 23, 3, 3), pose2rot=False)
+    rot = layer(body_pose=torch.eye(3).expand(4, 23, 3, 3))
     torch.testing.assert_close(rot.vertices, out.vertices)
+
+
+def test_smpl_layer_takes_rotation_matrices_by_default_as_smplx(small_file):
+    """smplx.SMPLLayer's forward takes rotation matrices (pose2rot=False); so does smplfast's."""
+    import inspect
+
+    from smplfast.body.samplers import axis_angle_to_matrix
+
+    layer = smplfast.body.SMPLLayer(model_path=small_file)
+    model = smplfast.SMPL(model_path=small_file)
+    g = torch.Generator().manual_seed(0)
+    aa = 0.4 * torch.randn(3, 24, 3, generator=g)
+    R = axis_angle_to_matrix(aa)
+    betas = torch.randn(3, 10, generator=g)
+    got = layer(betas=betas, global_orient=R[:, 0], body_pose=R[:, 1:])  # (B, 3, 3) and (B, 23, 3, 3), as smplx
+    want = model(betas=betas, global_orient=aa[:, 0], body_pose=aa[:, 1:].reshape(3, 69))
+    torch.testing.assert_close(got.vertices, want.vertices, atol=1e-5, rtol=1e-5)
+    # smplx's layer takes matrices whatever pose2rot says (its default is True); so does this one
+    torch.testing.assert_close(layer(betas=betas, global_orient=R[:, :1], body_pose=R[:, 1:].reshape(3, 207)).vertices,
+                               want.vertices, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer(betas=betas, global_orient=aa[:, 0], body_pose=aa[:, 1:].reshape(3, 69)).vertices,
+                               want.vertices, atol=1e-5, rtol=1e-5)  # axis-angle is read from its shape
+    smplx = pytest.importorskip("smplx")
+    assert "pose2rot" in inspect.signature(smplx.SMPLLayer.forward).parameters
 
 
 def test_compile_fullgraph(small_file):

@@ -471,7 +471,10 @@ class SMPL(nn.Module):
 
 class SMPLLayer(SMPL):
     """smplx's ``SMPLLayer``: an SMPL without member parameters; every forward input is given by the
-    caller (missing ones default to zeros with the batch size of the given ones)."""
+    caller (missing ones default to the identity / zeros with the batch size of the given ones). As in
+    smplx, poses are **rotation matrices** (``global_orient`` (B, 3, 3) or (B, 1, 3, 3), ``body_pose``
+    (B, 23, 3, 3)); smplx's layer ignores ``pose2rot``, here its default (None) reads the layout from
+    the shapes, so axis-angle ``(B, 3)`` / ``(B, 69)`` inputs work too; True / False force one."""
 
     def __init__(self, *args, **kwargs) -> None:
         for flag in ("create_betas", "create_global_orient", "create_body_pose", "create_transl"):
@@ -479,10 +482,13 @@ class SMPLLayer(SMPL):
         super().__init__(*args, **kwargs)
 
     def forward(self, betas=None, body_pose=None, global_orient=None, transl=None, return_verts=True,
-                return_full_pose=False, pose2rot=True, **kwargs) -> SMPLOutput:
+                return_full_pose=False, pose2rot=None, **kwargs) -> SMPLOutput:
         given = [t for t in (betas, body_pose, global_orient, transl) if t is not None]
         B = max((t.shape[0] for t in given), default=1)
         ref = self.v_template
+        if pose2rot is None:  # matrices unless a given pose is laid out as axis-angle
+            poses = [(t, n) for t, n in ((global_orient, 1), (body_pose, self.NUM_BODY_JOINTS)) if torch.is_tensor(t)]
+            pose2rot = bool(poses) and all(t.dim() >= 1 and t[0].numel() == 3 * n for t, n in poses)
         rot = 3 if pose2rot else 9
         if global_orient is None:
             global_orient = _identity_pose(B, 1, rot, ref)

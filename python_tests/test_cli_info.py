@@ -23,3 +23,24 @@ def test_compiled_kernels_are_not_usable_gpus():
     assert describe_build({"cuda": False, "cuda_devices_visible": 0}).startswith("CUDA kernels: not compiled")
     assert describe_build({"cuda": True, "cuda_devices_visible": 2}).endswith("usable GPUs: 2")
     assert f"usable GPUs: {int(smplfast.cuda_available()) and smplfast.build_info()['cuda_devices_visible']}" in describe_build()
+
+
+def test_a_source_tree_without_the_compiled_module_names_the_cause(tmp_path):
+    """Importing the package from a repository root (its source folder has no compiled module) says so
+    and gives the fix, instead of only 'install the package'."""
+    import shutil
+    from pathlib import Path
+
+    import smplfast._backend as backend
+
+    repo = tmp_path / "repo"
+    pkg = repo / "pkgcopy"
+    pkg.mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    shutil.copy(Path(backend.__file__), pkg / "_backend.py")
+    (pkg / "__init__.py").write_text("")
+    out = subprocess.run([sys.executable, "-c", "import pkgcopy._backend"], cwd=repo, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert "compiled module smplfast._C is missing from the source folder" in out.stderr
+    assert "pip install -e ." in out.stderr and "run from another folder" in out.stderr

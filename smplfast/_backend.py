@@ -5,13 +5,40 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+def _missing_core_message(exc: Exception) -> str:
+    """Why smplfast._C cannot be imported, and the fix. The usual cause after ``pip install .`` is the
+    source folder shadowing the installed package (Python imports ``./smplfast`` from the repository root)."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    in_source_tree = os.path.isfile(os.path.join(root, "pyproject.toml"))
+    installed = None
+    if in_source_tree:  # is there another smplfast on sys.path, e.g. in site-packages?
+        for entry in sys.path:
+            entry = os.path.abspath(entry or os.getcwd())
+            if entry == root:
+                continue
+            candidate = os.path.join(entry, "smplfast", "__init__.py")
+            if os.path.isfile(candidate):
+                installed = os.path.dirname(candidate)
+                break
+    if in_source_tree:
+        msg = (f"smplfast's compiled module smplfast._C is missing from the source folder {here}, which Python "
+               "imported because it is run from the repository root")
+        msg += (f" (it shadows the installed package at {installed})" if installed else "")
+        msg += ("; run from another folder, or build in place for development with `pip install -e .` "
+                "(editable install: the source folder then has the compiled module)")
+    else:
+        msg = "smplfast's compiled module smplfast._C is missing: install the package with `pip install .`"
+    return f"{msg} (original error: {exc})"
+
+
 try:
     from . import _C
 except ImportError as exc:  # pragma: no cover - only when the package was not built
-    raise ImportError(
-        "smplfast's compiled module smplfast._C is missing: install the package with `pip install .` "
-        f"(original error: {exc})"
-    ) from exc
+    raise ImportError(_missing_core_message(exc)) from exc
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 

@@ -86,6 +86,21 @@ py::dict build_info() {
   return d;
 }
 
+// (driver's CUDA version, CUDA runtime version the kernels were built with), e.g. (12080, 13000);
+// the driver's is 0 when no NVIDIA driver is installed, both are 0 in a CPU-only build.
+py::tuple cuda_driver_version() {
+#ifdef SMPLFAST_WITH_CUDA
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) {
+    cudaGetLastError();
+    driver = 0;
+  }
+  return py::make_tuple(driver, CUDART_VERSION);
+#else
+  return py::make_tuple(0, 0);
+#endif
+}
+
 int cuda_device_count() {
 #ifdef SMPLFAST_WITH_CUDA
   int n = 0;
@@ -107,6 +122,7 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<int, int, uintptr_t>(), py::arg("device_type"), py::arg("device_index"), py::arg("stream"));
   m.def("build_info", &build_info);
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_driver_version", &cuda_driver_version);
 
   m.def("rodrigues_forward", [](const Target& t, int dtype, int64_t n, uintptr_t aa, uintptr_t R) {
     RodriguesArgs a{n, vptr(aa), nullptr, mptr(R), nullptr};
@@ -139,10 +155,12 @@ PYBIND11_MODULE(_C, m) {
     a.verts = mptr(out);
     run(t, dtype, a, lbs_forward_cpu, SF_CUDA_FN(lbs_forward), "sparse_lbs");
   });
+  // deterministic, workspace: the CUDA backward's fixed-order path and its scratch of
+  // lbs_backward_workspace(B, V, J, True) elements (0 otherwise; the CPU ignores both).
   m.def("lbs_backward", [](const Target& t, int dtype, int64_t B, int64_t V, int64_t K, int64_t J, uintptr_t A,
                            uintptr_t vp, int64_t vp_stride, uintptr_t idx, uintptr_t w, uintptr_t g,
                            int64_t gsb, int64_t gsv, int64_t gsc, uintptr_t gA, uintptr_t gvp, uintptr_t gtr,
-                           uintptr_t gw) {
+                           uintptr_t gw, bool deterministic, uintptr_t workspace) {
     LbsArgs a = lbs_args(B, V, K, J, A, vp, vp_stride, idx, w);
     a.grad_verts = vptr(g);
     a.grad_strides[0] = gsb;
@@ -152,8 +170,16 @@ PYBIND11_MODULE(_C, m) {
     a.grad_v_posed = mptr(gvp);
     a.grad_transl = mptr(gtr);
     a.grad_w = mptr(gw);
+    a.deterministic = deterministic;
+    a.workspace = mptr(workspace);
     run(t, dtype, a, lbs_backward_cpu, SF_CUDA_FN(lbs_backward), "sparse_lbs_backward");
-  });
+  }, py::arg("target"), py::arg("dtype"), py::arg("B"), py::arg("V"), py::arg("K"), py::arg("J"), py::arg("A"),
+     py::arg("vp"), py::arg("vp_stride"), py::arg("idx"), py::arg("w"), py::arg("g"), py::arg("gsb"), py::arg("gsv"),
+     py::arg("gsc"), py::arg("gA"), py::arg("gvp"), py::arg("gtr"), py::arg("gw"), py::arg("deterministic") = false,
+     py::arg("workspace") = 0);
+  m.def("lbs_backward_workspace", &lbs_backward_workspace_elems, py::arg("B"), py::arg("V"), py::arg("J"),
+        py::arg("deterministic"),
+        "Elements (op dtype) of the scratch the deterministic CUDA sparse_lbs backward needs.");
   bind_keypoint_jacobian(m);
   bind_batched_solve(m);
   bind_uv_lookup(m);

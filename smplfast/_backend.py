@@ -64,6 +64,51 @@ def cuda_available() -> bool:
     return bool(_C.build_info()["cuda"]) and _C.cuda_device_count() > 0
 
 
+# Oldest Linux driver of each CUDA major version (minor-version compatibility: any 13.x runtime runs on
+# a driver for 13.0 or newer).
+_MIN_LINUX_DRIVER = {12: "525.60.13", 13: "580.65.06"}
+_driver_checked = False
+
+
+def _version_str(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def cuda_driver_problem(versions: Optional[tuple] = None) -> Optional[str]:
+    """Why the installed NVIDIA driver cannot run smplfast's CUDA kernels, or None when it can (or when
+    the kernels were not compiled in). The kernels link the CUDA runtime statically (version
+    ``build_info()["cuda_runtime_version"]``, e.g. 13.0), so they need a driver of that CUDA major
+    version or newer, even when torch's own wheel (built for CUDA 12.x) runs on an older one."""
+    if versions is None:
+        if not hasattr(_C, "cuda_driver_version"):  # a compiled core older than this check
+            return None
+        versions = _C.cuda_driver_version()
+    driver, runtime = versions
+    if runtime == 0:
+        return None
+    if driver > 0 and driver // 1000 >= runtime // 1000:
+        return None
+    need = f"an NVIDIA driver supporting CUDA {runtime // 1000}.x"
+    if runtime // 1000 in _MIN_LINUX_DRIVER:
+        need += f" (Linux driver >= {_MIN_LINUX_DRIVER[runtime // 1000]})"
+    have = (f"this machine's driver supports CUDA {_version_str(driver)}" if driver > 0
+            else "no NVIDIA driver was found")
+    return (f"smplfast's CUDA kernels were built with the CUDA {_version_str(runtime)} runtime (statically linked), "
+            f"which needs {need}; {have}. Update the driver, or rebuild smplfast with a CUDA toolkit the driver "
+            "supports (CUDACXX=/path/to/nvcc pip install --no-cache-dir .), or use CPU tensors.")
+
+
+def check_cuda_driver() -> None:
+    """Raise a clear RuntimeError at the first CUDA call if the driver is too old for the kernels."""
+    global _driver_checked
+    if _driver_checked:
+        return
+    problem = cuda_driver_problem()
+    if problem is not None:
+        raise RuntimeError(problem)
+    _driver_checked = True
+
+
 def target(t: torch.Tensor) -> "_C.Target":
     """Where a kernel runs for tensor `t`: the CPU, or its CUDA device on torch's current stream."""
     if t.device.type == "cpu":
@@ -75,6 +120,7 @@ def target(t: torch.Tensor) -> "_C.Target":
                 f"{t.device}; move the inputs to the CPU or rebuild with SMPLFAST_CUDA=ON "
                 "(see smplfast.build_info())"
             )
+        check_cuda_driver()
         stream = torch.cuda.current_stream(t.device).cuda_stream
         return _C.Target(1, t.device.index if t.device.index is not None else 0, stream)
     raise RuntimeError(f"smplfast kernels run on cpu or cuda tensors, got a tensor on {t.device}")

@@ -31,8 +31,9 @@ size_t sample_smem(const KeypointArgs& a) {
   return J * sizeof(int64_t) + (J * kp::kJointStride + (a.pose_blend ? 9 * (J - 1) : 0)) * sizeof(T);
 }
 
-// kBlend: the Jacobian of a model with pose blend shapes, which needs per-thread scratch.
-template <typename T, bool kBlend>
+// kMaxJ >= J bounds each thread's per-joint scratch in kp::keypoint (its stack is reserved for every
+// resident thread: about 1.2 KB at 24 joints in double instead of 12 KB for 64).
+template <typename T, int kMaxJ>
 __global__ void project_keypoints_kernel(KeypointArgs a, kp::Pairs<T> pt, T* shape_ws) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t b = blockIdx.x;
@@ -62,9 +63,8 @@ __global__ void project_keypoints_kernel(KeypointArgs a, kp::Pairs<T> pt, T* sha
     __syncthreads();
   }
   const kp::Out<T> out = kp::make_out<T>(a, b);
-  T blend[kBlend ? 2 * 9 * (kMaxJoints - 1) : 1];
   for (int64_t k = threadIdx.x; k < a.keypoints; k += blockDim.x)
-    kp::keypoint(k, m, pt, in, st, static_cast<T>(a.sigma), out, blend);
+    kp::keypoint<kMaxJ>(k, m, pt, in, st, static_cast<T>(a.sigma), out);
 }
 
 template <typename T>
@@ -80,10 +80,12 @@ void launch(const KeypointArgs& a, cudaStream_t s) {
   const size_t smem = sample_smem<T>(a);
   const unsigned blocks = static_cast<unsigned>(a.batch);
   T* shape_ws = ws + Nk * J * stride;
-  if (a.pose_blend && a.jacobian)
-    project_keypoints_kernel<T, true><<<blocks, threads, smem, s>>>(a, pt, shape_ws);
+  if (J <= 24)
+    project_keypoints_kernel<T, 24><<<blocks, threads, smem, s>>>(a, pt, shape_ws);
+  else if (J <= 32)
+    project_keypoints_kernel<T, 32><<<blocks, threads, smem, s>>>(a, pt, shape_ws);
   else
-    project_keypoints_kernel<T, false><<<blocks, threads, smem, s>>>(a, pt, shape_ws);
+    project_keypoints_kernel<T, kMaxJoints><<<blocks, threads, smem, s>>>(a, pt, shape_ws);
 }
 
 }  // namespace

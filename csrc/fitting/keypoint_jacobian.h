@@ -410,6 +410,14 @@ SF_HD int lowest_bit(uint64_t x) {
 #endif
 }
 
+// a = A Rg (2x3 = 2x3 . 3x3): a pair's d residual / d (its virtual vertex in joint j's frame).
+template <typename T>
+SF_HD void pair_row_factor(const T* A, const T* Rg, T* a) {
+  for (int c = 0; c < 2; ++c)
+    for (int q = 0; q < 3; ++q)
+      a[c * 3 + q] = A[c * 3 + 0] * Rg[0 * 3 + q] + A[c * 3 + 1] * Rg[1 * 3 + q] + A[c * 3 + 2] * Rg[2 * 3 + q];
+}
+
 // Stage 4 (any keypoint order, after every other stage): keypoint k's outputs and Jacobian rows.
 //
 // Pose: a point attached below joint m is x = Rg_parent(m) (R_m q_m + Jr_m - Jr_parent(m)) +
@@ -419,15 +427,17 @@ SF_HD int lowest_bit(uint64_t x) {
 // feature: Rg_j U_pose vec(dR_mc). Shape: a joint point contributes dp_j, a pair
 // Rg_j U_shape + c E_j.
 // Per-joint scratch is only initialised for the joints the keypoint reaches (bit masks, J <= 64).
-// blend: scratch of 2 * 9 (J - 1) values, used with the Jacobian of a model with pose blend shapes.
-template <typename T>
+// kMaxJ (>= J, <= 64) bounds the per-joint scratch: a GPU thread's stack is reserved for every
+// resident thread, so the CUDA kernel instantiates it for the model's size (24 / 32 / 64).
+template <int kMaxJ, typename T>
 SF_HD void keypoint(int64_t k, const Model<T>& m, const Pairs<T>& pt, const Sample<T>& in, const State<T>& st,
-                    T sigma, const Out<T>& out, T* blend) {
+                    T sigma, const Out<T>& out) {
+  static_assert(kMaxJ >= 1 && kMaxJ <= kMaxJoints, "joint masks are 64 bits");
   const int64_t J = m.J, nb = m.nb, P = 3 * J + nb + 3, np = 9 * (J - 1);
   const bool jac = out.jacobian != nullptr;
   // Per joint: Q (3), total weight in the subtree S, direct weights of joint points Sj and of
   // pairs Sv.
-  T Q[3 * kMaxJoints], S[kMaxJoints], Sj[kMaxJoints], Sv[kMaxJoints];
+  T Q[3 * kMaxJ], S[kMaxJ], Sj[kMaxJ], Sv[kMaxJ];
   uint64_t direct = 0;  // joints the keypoint reads directly
   T Kp[3] = {0, 0, 0};
   for (int32_t e = m.ptr[k]; e < m.ptr[k + 1]; ++e) {
@@ -572,36 +582,34 @@ SF_HD void keypoint(int64_t k, const Model<T>& m, const Pairs<T>& pt, const Samp
 
   // Terms through the pairs' virtual vertices: with a_c = A_c Rg_j, shape a_c U_shape; for the pose
   // blend shapes G_c = sum over pairs of a_c U_pose, then G_c[block m] . vec(dR_mc') per column.
-  T* G0 = blend;
-  T* G1 = blend + np;
-  if (m.pose_blend)
-    for (int64_t q = 0; q < 2 * np; ++q) blend[q] = T(0);
+  // G is built one joint block (9 values) at a time, each entry summed over the pairs in order, so
+  // no 2 * 9 (J - 1) scratch is needed (same sums, same order as a whole-G accumulation).
   for (int32_t i = 0; i < npairs; ++i) {
-    const int64_t j = pjoint[i];
     const T* pd = pdata + i * pt.stride;
-    const T* Rg = st.joints + j * kJointStride + kRg;
     T a[6];
-    for (int c = 0; c < 2; ++c)
-      for (int q = 0; q < 3; ++q)
-        a[c * 3 + q] = A[c * 3 + 0] * Rg[0 * 3 + q] + A[c * 3 + 1] * Rg[1 * 3 + q] + A[c * 3 + 2] * Rg[2 * 3 + q];
+    pair_row_factor(A, st.joints + pjoint[i] * kJointStride + kRg, a);
     const T* us = pd + 4;
     for (int64_t n = 0; n < nb; ++n) {
       sh0[n] += a[0] * us[n] + a[1] * us[nb + n] + a[2] * us[2 * nb + n];
       sh1[n] += a[3] * us[n] + a[4] * us[nb + n] + a[5] * us[2 * nb + n];
     }
-    if (!m.pose_blend) continue;
-    const T* u0 = pd + 4 + 3 * nb;
-    const T* u1 = u0 + np;
-    const T* u2 = u1 + np;
-    for (int64_t q = 0; q < np; ++q) {
-      G0[q] += a[0] * u0[q] + a[1] * u1[q] + a[2] * u2[q];
-      G1[q] += a[3] * u0[q] + a[4] * u1[q] + a[5] * u2[q];
-    }
   }
   if (m.pose_blend && npairs > 0) {
     for (int64_t mj = 1; mj < J; ++mj) {
-      const T* g0 = G0 + (mj - 1) * 9;
-      const T* g1 = G1 + (mj - 1) * 9;
+      T g0[9], g1[9];
+      for (int q = 0; q < 9; ++q) g0[q] = g1[q] = T(0);
+      for (int32_t i = 0; i < npairs; ++i) {
+        const T* pd = pdata + i * pt.stride;
+        T a[6];
+        pair_row_factor(A, st.joints + pjoint[i] * kJointStride + kRg, a);
+        const T* u0 = pd + 4 + 3 * nb + (mj - 1) * 9;
+        const T* u1 = u0 + np;
+        const T* u2 = u1 + np;
+        for (int q = 0; q < 9; ++q) {
+          g0[q] += a[0] * u0[q] + a[1] * u1[q] + a[2] * u2[q];
+          g1[q] += a[3] * u0[q] + a[4] * u1[q] + a[5] * u2[q];
+        }
+      }
       const T* dR = st.joints + mj * kJointStride + kdR;
       for (int cp = 0; cp < 3; ++cp) {
         T s0 = 0, s1 = 0;

@@ -10,7 +10,7 @@ namespace {
 
 template <typename T>
 void run_sample(const kp::Model<T>& m, const kp::Pairs<T>& pt, const kp::Sample<T>& in, const kp::State<T>& st,
-                T sigma, const kp::Out<T>& out, bool jac, T* blend) {
+                T sigma, const kp::Out<T>& out, bool jac) {
   for (int64_t j = 0; j < m.J; ++j) kp::joint_local(j, m, in, st, jac);
   if (m.pose_blend)
     for (int64_t j = 1; j < m.J; ++j) kp::pose_feature(j, st);
@@ -19,7 +19,7 @@ void run_sample(const kp::Model<T>& m, const kp::Pairs<T>& pt, const kp::Sample<
     for (int64_t j = 0; j < m.J; ++j) kp::joint_pose_factor(j, m, st);
     for (int64_t n = 0; n < m.nb; ++n) kp::shape_column(n, m, st);
   }
-  for (int64_t k = 0; k < m.Nk; ++k) kp::keypoint(k, m, pt, in, st, sigma, out, blend);
+  for (int64_t k = 0; k < m.Nk; ++k) kp::keypoint<kMaxJoints>(k, m, pt, in, st, sigma, out);
 }
 
 template <typename T>
@@ -40,8 +40,7 @@ void project_keypoints_impl(const KeypointArgs& a) {
 
   const int64_t shape_size = jac ? J * 3 * nb : 0;
   const int64_t pf_size = a.pose_blend ? 9 * (J - 1) : 0;
-  const int64_t blend_size = (a.pose_blend && jac) ? 2 * pf_size : 0;
-  const size_t size = static_cast<size_t>(J * kp::kJointStride + pf_size + 2 * shape_size + blend_size);
+  const size_t size = static_cast<size_t>(J * kp::kJointStride + pf_size + 2 * shape_size);
   const T sigma = static_cast<T>(a.sigma);
 #pragma omp parallel if (B > 1)
   {
@@ -51,8 +50,7 @@ void project_keypoints_impl(const KeypointArgs& a) {
                           p + J * kp::kJointStride + pf_size + shape_size};
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b)
-      run_sample(m, pt, kp::make_sample<T>(a, b), st, sigma, kp::make_out<T>(a, b), jac,
-                 p + J * kp::kJointStride + pf_size + 2 * shape_size);
+      run_sample(m, pt, kp::make_sample<T>(a, b), st, sigma, kp::make_out<T>(a, b), jac);
   }
 }
 

@@ -67,7 +67,21 @@ struct LbsArgs {
   void* grad_v_posed;
   void* grad_transl;
   void* grad_w;  // [V,K] contiguous, summed over the batch; nullptr to skip
+  // CUDA backward: deterministic = d/dtransforms and d/dtransl summed in a fixed order (two passes
+  // through `workspace`, lbs_backward_workspace_elems() elements of the op's dtype) instead of with
+  // atomics. The CPU backward is deterministic either way and ignores both.
+  bool deterministic;
+  void* workspace;
 };
+
+// Vertices per tile of the deterministic CUDA backward (one block).
+constexpr int64_t kLbsTile = 256;
+
+// Elements of the deterministic CUDA backward's workspace: partial sums [B, tiles, J*12+3].
+inline int64_t lbs_backward_workspace_elems(int64_t B, int64_t V, int64_t J, bool deterministic) {
+  if (!deterministic || B == 0 || V == 0) return 0;
+  return B * ((V + kLbsTile - 1) / kLbsTile) * (J * 12 + 3);
+}
 
 void rodrigues_forward_cpu(DType dtype, const RodriguesArgs& a);
 void rodrigues_backward_cpu(DType dtype, const RodriguesArgs& a);

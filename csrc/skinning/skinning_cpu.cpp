@@ -52,12 +52,12 @@ void chain_backward_impl(const ChainArgs& a) {
   T* grest = static_cast<T*>(a.grad_rest_joints);
 #pragma omp parallel if (a.batch > 128)
   {
-    T gRw[kMaxJoints * 9], gt[kMaxJoints * 3];
+    T gt[kMaxJoints * 3];  // gR itself holds the world-rotation gradients
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < a.batch; ++b)
       chain_backward_sample(J, a.parents, R + b * J * 9, rest + b * J * 3, posed + b * J * 3, A + b * J * 12,
                             gP ? gP + b * J * 3 : nullptr, gA ? gA + b * J * 12 : nullptr, gR + b * J * 9,
-                            grest + b * J * 3, gRw, gt);
+                            grest + b * J * 3, gt);
   }
 }
 

@@ -39,11 +39,13 @@ SF_HD void chain_forward_sample(int64_t J, const int64_t* parents, const T* R, c
   }
 }
 
-// Reverse-mode of chain_forward_sample. gRw/gt are caller-provided scratch of J*9 and J*3.
+// Reverse-mode of chain_forward_sample. gR [J,9] first holds d/d Rw_j (the world rotations) and is
+// turned into d/d R_j children-first, so the only scratch is gt, J*3 values given by the caller.
 template <typename T>
 SF_HD void chain_backward_sample(int64_t J, const int64_t* parents, const T* R, const T* rest, const T* posed,
                                  const T* transforms, const T* g_posed, const T* g_transforms, T* gR,
-                                 T* g_rest, T* gRw, T* gt) {
+                                 T* g_rest, T* gt) {
+  (void)posed;
   // Output terms: A_j = [Rw_j | t_j - Rw_j rest_j], posed_j = t_j.
   for (int64_t j = 0; j < J; ++j) {
     const T* A = transforms + j * 12;
@@ -51,7 +53,7 @@ SF_HD void chain_backward_sample(int64_t J, const int64_t* parents, const T* R, 
     const T* r = rest + j * 3;
     for (int i = 0; i < 3; ++i) {
       const T gtr = gA ? gA[i * 4 + 3] : T(0);
-      for (int k = 0; k < 3; ++k) gRw[j * 9 + i * 3 + k] = (gA ? gA[i * 4 + k] : T(0)) - gtr * r[k];
+      for (int k = 0; k < 3; ++k) gR[j * 9 + i * 3 + k] = (gA ? gA[i * 4 + k] : T(0)) - gtr * r[k];
       gt[j * 3 + i] = gtr + (g_posed ? g_posed[j * 3 + i] : T(0));
     }
     // d(-Rw rest)/d rest = -Rw^T g
@@ -64,15 +66,15 @@ SF_HD void chain_backward_sample(int64_t J, const int64_t* parents, const T* R, 
   // Children before parents: Rw_j = Rw_p R_j, t_j = Rw_p (rest_j - rest_p) + t_p.
   for (int64_t j = J - 1; j >= 0; --j) {
     const int64_t p = parents[j];
-    if (p < 0) {
-      for (int i = 0; i < 9; ++i) gR[j * 9 + i] = gRw[j * 9 + i];
+    if (p < 0) {  // gR_j = gRw_j, already in place
       for (int i = 0; i < 3; ++i) g_rest[j * 3 + i] += gt[j * 3 + i];
       continue;
     }
     const T* Ap = transforms + p * 12;
     const T Rp[9] = {Ap[0], Ap[1], Ap[2], Ap[4], Ap[5], Ap[6], Ap[8], Ap[9], Ap[10]};
     const T* Rj = R + j * 9;
-    const T* gRwj = gRw + j * 9;
+    T gRwj[9];  // complete: every child (index > j) has added its share
+    for (int i = 0; i < 9; ++i) gRwj[i] = gR[j * 9 + i];
     const T* gtj = gt + j * 3;
     const T d[3] = {rest[j * 3 + 0] - rest[p * 3 + 0], rest[j * 3 + 1] - rest[p * 3 + 1],
                     rest[j * 3 + 2] - rest[p * 3 + 2]};
@@ -84,8 +86,8 @@ SF_HD void chain_backward_sample(int64_t J, const int64_t* parents, const T* R, 
     // gRw_p += gRw_j R_j^T + gt_j d^T
     for (int i = 0; i < 3; ++i)
       for (int k = 0; k < 3; ++k)
-        gRw[p * 9 + i * 3 + k] += gRwj[i * 3 + 0] * Rj[k * 3 + 0] + gRwj[i * 3 + 1] * Rj[k * 3 + 1] +
-                                  gRwj[i * 3 + 2] * Rj[k * 3 + 2] + gtj[i] * d[k];
+        gR[p * 9 + i * 3 + k] += gRwj[i * 3 + 0] * Rj[k * 3 + 0] + gRwj[i * 3 + 1] * Rj[k * 3 + 1] +
+                                 gRwj[i * 3 + 2] * Rj[k * 3 + 2] + gtj[i] * d[k];
     T gd[3];
     matvec33_t(Rp, gtj, gd);
     for (int i = 0; i < 3; ++i) {

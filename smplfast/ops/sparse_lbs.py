@@ -96,7 +96,11 @@ def _(transforms, v_posed, idx, weights, transl):
 
 @torch.library.custom_op("smplfast::sparse_lbs_backward", mutates_args=())
 def _sparse_lbs_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor,
-                         need_v_grad: bool, need_w_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                         need_v_grad: bool, need_w_grad: bool,
+                         deterministic: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``deterministic``: on CUDA, sum d/dtransforms and d/dtransl over the vertices in a fixed order
+    (per-tile partial sums in a workspace, then a fixed-order sum) instead of with atomics, so they are
+    bit-identical from run to run. The CPU kernel is deterministic either way."""
     _check_backward(grad_verts, transforms, v_posed, idx, weights)
     B, J = transforms.shape[:2]
     V, K = weights.shape
@@ -107,14 +111,18 @@ def _sparse_lbs_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor
     gv = A.new_empty((B, V, 3)) if need_v_grad else A.new_empty((0,))
     gtr = A.new_empty((B, 3))
     gw = A.new_empty((V, K)) if need_w_grad else A.new_empty((0,))
+    # The CPU kernel ignores `deterministic` (it is deterministic by construction); the CUDA one sums
+    # per-tile partials in a workspace. Passed only when set (the default call also fits older builds).
+    ws = A.new_empty((_C.lbs_backward_workspace(B, V, J, True) if deterministic and A.device.type == "cuda" else 0,))
+    extra = (True, ws.data_ptr() if ws.numel() else 0) if deterministic else ()
     _C.lbs_backward(target(A), dtype_code(A), B, V, K, J, A.data_ptr(), vp.data_ptr(), stride, ix.data_ptr(),
                     w.data_ptr(), g.data_ptr(), *g.stride(), gA.data_ptr(), gv.data_ptr() if need_v_grad else 0,
-                    gtr.data_ptr(), gw.data_ptr() if need_w_grad and gw.numel() else 0)
+                    gtr.data_ptr(), gw.data_ptr() if need_w_grad and gw.numel() else 0, *extra)
     return gA, gv, gtr, gw
 
 
 @_sparse_lbs_backward.register_fake
-def _(grad_verts, transforms, v_posed, idx, weights, need_v_grad, need_w_grad):
+def _(grad_verts, transforms, v_posed, idx, weights, need_v_grad, need_w_grad, deterministic=False):
     _check_backward(grad_verts, transforms, v_posed, idx, weights)
     B, J = transforms.shape[:2]
     V, K = weights.shape
@@ -131,7 +139,10 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad_verts):
     transforms, v_posed, idx, weights = ctx.saved_tensors
     need_v, need_w = bool(ctx.needs_input_grad[1]), bool(ctx.needs_input_grad[3])
-    gA, gv, gtr, gw = _sparse_lbs_backward(grad_verts, transforms, v_posed, idx, weights, need_v, need_w)
+    # torch.use_deterministic_algorithms(True) selects the fixed-order CUDA reduction (as uv_lookup does).
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    gA, gv, gtr, gw = _sparse_lbs_backward(grad_verts, transforms, v_posed, idx, weights, need_v, need_w,
+                                           deterministic)
     # d verts[b, v] / d weights[v, k] = transforms[b, idx[v, k]] [v_posed[b, v]; 1], summed over the
     # batch against grad_verts (padding entries get theirs too); the integer idx has none.
     return gA, (gv if need_v else None), None, (gw if need_w else None), gtr
@@ -145,7 +156,9 @@ def sparse_lbs(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor
     :func:`kinematic_chain`), rest-pose vertices ``v_posed`` ``(B, V, 3)`` (may be a batch-broadcast
     ``expand`` of one mesh), per-vertex joint ids ``idx`` ``(V, K)`` int32 with weights ``(V, K)`` (see
     :func:`dense_to_sparse_weights`) and a translation ``(B, 3)``. Differentiable in transforms,
-    v_posed, weights and transl (float64 gradcheck-tested on the real kernels).
+    v_posed, weights and transl (float64 gradcheck-tested on the real kernels). On CUDA the gradients of
+    transforms and transl are summed with atomics (run-to-run rounding differences) unless
+    ``torch.use_deterministic_algorithms(True)`` is on, which selects a fixed-order reduction.
 
     K may be 0 (``idx`` of shape ``(V, 0)``): LBS with no influences blends the zero transform, so
     every vertex is placed at ``transl[b]`` and gets no gradient from the transforms."""

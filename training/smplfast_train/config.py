@@ -47,6 +47,7 @@ class Config:
     preset: str = ""
     tier: str = "cpu"
     trainer: str = "spin"                 # which step: spin (the SPIN family) | mvspin (multi-view batches) | holopose
+                                          # | pavlakos_priors (PosePrior + ShapePrior on synthetic instances)
     description: str = ""
 
     # ------------------------------------------------------------------ data
@@ -127,6 +128,23 @@ class Config:
     w_dp_uv: float = 1.0                  # U, V smooth-L1
     w_dp: float = 1.0                     # DensePose surface loss (Eq. 4) of the model
 
+    # ------------------------------------------------------------------ pavlakos_priors (TRAINING_SPEC §5.3)
+    prior_param_loss: str = "rotmat"      # aa (72 axis-angle values) | rotmat (24 x 9 Rodrigues entries)
+    prior_param_reduction: str = "sum"    # sum: the paper's squared norm per sample | mean: the MSE
+    prior_vertex_steps: int = 0           # the last N of num_steps add the per-vertex loss (0: parameter loss only)
+    prior_w_vertex: float = 1.0           # weight of the per-vertex loss (the paper: equal to the parameter loss)
+    prior_vertex_subsample: int = 0       # vertices per step for the per-vertex loss (0: all), rescaled
+    prior_bank: str = "matched"           # matched (every pose family) | shifted (the lab families)
+    prior_bank_seed: int = 0              # the synthetic-instance bank's seed
+    prior_bank_size: int = 20000          # keypoint instances
+    prior_sil_bank_size: int = 10000      # pre-rendered silhouettes (the first of the instances)
+    prior_bank_dir: str = "prior_banks"   # cache of the banks; relative = inside `data`
+    prior_kp_noise: float = 0.02          # detection noise sigma, fraction of the box side
+    prior_drop_prob: float = 0.3          # probability of dropping 1-3 joints
+    prior_swap_prob: float = 0.02         # probability of a left/right swap of one arm or leg
+    prior_width: int = 1024               # hidden width of both priors
+    prior_train: str = "both"             # both | pose | shape: the prior(s) a run trains (the other stays at its init)
+
     # ------------------------------------------------------------------ loop
     seed: int = 0
     threads: int = 1
@@ -141,9 +159,11 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
 _CHOICES = {
-    "tier": TIERS, "trainer": ("spin", "mvspin", "holopose"),
+    "tier": TIERS, "trainer": ("spin", "mvspin", "holopose", "pavlakos_priors"),
+    "prior_param_loss": ("aa", "rotmat"), "prior_param_reduction": ("sum", "mean"), "prior_bank": ("matched", "shifted"),
+    "prior_train": ("both", "pose", "shape"),
     "regressor": ("moe", "direct6d", "direct_euler", "global"), "pool_at": ("pred", "gt", "mix"),
-    "moe_k": (8, 32, 128), "holopose_stage": (1, 2), "optimizer": ("adam", "sgd"), "lr_schedule": ("constant", "cosine"),
+    "moe_k": (8, 32, 128), "holopose_stage": (1, 2), "optimizer": ("adam", "sgd", "rmsprop"), "lr_schedule": ("constant", "cosine"),
     "fits": ("none", "static", "gt", "first_visit"), "mv_fit": ("multiview", "calibrated", "single_view"),
     "fit_threshold_views": ("mean", "sum"), "l3d_target": ("gt", "fit"), "fit_optimizer": ("lm", "adam"), "fit_compare": ("fair", "spin"),
     "backbone": ("resnet50", "resnet18", "tiny"),
@@ -243,6 +263,18 @@ def _validate(cfg: Config) -> Config:
          "trainer: holopose uses no fits dictionary (fits: none, run_fit: false)"),
         (cfg.dp_points >= 0 and cfg.heatmap_sigma >= 0 and 0 <= cfg.pool_mix_prob <= 1,
          "dp_points and heatmap_sigma must be >= 0 and pool_mix_prob in [0, 1]"),
+        (cfg.optimizer != "rmsprop" or cfg.trainer == "pavlakos_priors",
+         "optimizer: rmsprop is only built by trainer: pavlakos_priors"),
+        (0 <= cfg.prior_vertex_steps and (cfg.trainer != "pavlakos_priors" or cfg.prior_vertex_steps <= cfg.num_steps),
+         f"prior_vertex_steps must be in [0, num_steps]; got {cfg.prior_vertex_steps}"),
+        (cfg.prior_vertex_subsample >= 0 and cfg.prior_w_vertex >= 0 and cfg.prior_width >= 1,
+         "prior_vertex_subsample and prior_w_vertex must be >= 0, prior_width >= 1"),
+        (cfg.prior_bank_size >= 1 and 1 <= cfg.prior_sil_bank_size <= cfg.prior_bank_size,
+         "prior_bank_size must be >= 1 and 1 <= prior_sil_bank_size <= prior_bank_size"),
+        (cfg.prior_kp_noise >= 0 and 0 <= cfg.prior_drop_prob <= 1 and 0 <= cfg.prior_swap_prob <= 1,
+         "prior_kp_noise must be >= 0, prior_drop_prob and prior_swap_prob in [0, 1]"),
+        (cfg.trainer != "pavlakos_priors" or (cfg.fits == "none" and not cfg.run_fit),
+         "trainer: pavlakos_priors uses no fits dictionary (fits: none, run_fit: false)"),
         (cfg.log_every >= 1 and cfg.ckpt_every >= 0 and cfg.eval_every >= 0 and cfg.diag_every >= 0 and cfg.pic_every >= 0,
          "log_every must be >= 1 and the other *_every >= 0"),
     ]

@@ -1,0 +1,218 @@
+"""Pavlakos et al. (CVPR 2018) PosePrior and ShapePrior trained on synthetic instances (TRAINING_SPEC
+§5.3) for the preset ``pavlakos_priors`` (Table 1's rows by ``prior_param_loss`` and
+``prior_vertex_steps``).
+
+One step trains both priors (independent networks; their losses are summed, so each gets exactly its
+own gradient):
+
+==============  ===========================================================================  ==========
+term            definition                                                                   steps
+==============  ===========================================================================  ==========
+pose_param      ``‖θ̂ − θ‖²`` on axis-angle (``aa``) or Rodrigues matrices (``rotmat``)       all
+betas           ``‖β̂ − β‖²`` (ShapePrior)                                                    all
+pose_vertex     ``(6890/N) Σ‖SMPL(θ̂, β) − SMPL(θ, β)‖²`` through the SMPL layer              last ``prior_vertex_steps``
+shape_vertex    ``(6890/N) Σ‖SMPL(θ, β̂) − SMPL(θ, β)‖²`` (the silhouette instance's θ)       last ``prior_vertex_steps``
+==============  ===========================================================================  ==========
+
+The vertex terms are weighted ``prior_w_vertex`` (1: "weighted equally"), on ``prior_vertex_subsample``
+vertices per step when > 0 (a uniform subset drawn from ``(seed, step)``). The optimiser is RMSprop
+(``optimizer: rmsprop``, PyTorch's defaults alpha 0.99, eps 1e-8) built here.
+
+Evaluation on each of ``eval_splits`` (single-view split folders): the annotated keypoints ``part``
+converted to ``lsp_14`` in SPIN's crop (``(px − center) / (100·scale)``, confidence = the label's
+visibility) and the ground-truth mask cropped to 64² are the inputs; ``pve_model`` (mm; meshes in the
+model frame, no translation or rotation alignment, §5.6), ``pve_model_gt_shape`` (the PosePrior with the
+ground-truth β) and :func:`~smplfast_train.eval.metrics.mesh_metrics`' measures (``pve``, ``pa_mpjpe``,
+...), per sample, in ``eval/step_N.json``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+import smplfast
+
+from ..loop import Trainer, TrainingError, _lr_factor, load_checkpoint
+from ..pavlakos import PavlakosPriors, betas_loss, param_loss, prior_vertex_losses
+from ..rotations import axis_angle_to_matrix
+
+__all__ = ["PavlakosPriorsTrainer", "load_priors_checkpoint", "evaluate_priors", "prior_eval_inputs"]
+
+
+def load_priors_checkpoint(path, device="cpu"):
+    """``(PavlakosPriors in eval mode, config)`` of a ``pavlakos_priors`` run's checkpoint."""
+    from ..config import config_from_dict
+
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(ckpt["config"])
+    if cfg.trainer != "pavlakos_priors":
+        raise TrainingError(f"{path} is a {cfg.trainer!r} checkpoint (preset {cfg.preset!r}), not a pavlakos_priors one")
+    net = PavlakosPriors(width=cfg.prior_width).to(device)
+    net.load_state_dict(ckpt["model"])
+    return net.eval(), cfg
+
+
+def prior_eval_inputs(items) -> Dict[str, torch.Tensor]:
+    """Priors' inputs from :class:`smplfast.data.SPINDataset` items (``img_res`` 64, ``load_masks``): the
+    annotated keypoints (SPIN's 49 rows 25..48 = ``spin_24``) as ``lsp_14`` (x, y normalised in the crop,
+    visibility as confidence; unlabelled or non-finite rows (0, 0, 0)) and the mask (1, 64, 64)."""
+    from smplfast.body.keypoints import convert
+
+    kp49 = torch.stack([torch.as_tensor(it["keypoints"]) for it in items]).float()
+    kp = convert(kp49[:, 25:], "spin_24", "lsp_14")
+    bad = ~torch.isfinite(kp).all(-1) | (kp[..., 2] <= 0)
+    kp = torch.where(bad[..., None], torch.zeros_like(kp), kp)
+    sil = torch.stack([torch.as_tensor(np.asarray(it["mask"])) for it in items]).float()[:, None]
+    return {"keypoints": kp, "silhouette": sil}
+
+
+def evaluate_priors(model: torch.nn.Module, split_dir, *, max_samples: Optional[int] = None, batch_size: int = 64,
+                    device="cpu", models=None) -> Dict[str, object]:
+    """The priors on a split folder (module docstring): ``{"split", "num", "sample_index", "per_sample",
+    "mean", "units", "time_s"}``."""
+    from smplfast.data import SPINDataset
+
+    from ..eval.metrics import MESH_METRICS, METRIC_UNITS, load_eval_models, mesh_metrics, pred_body
+    from ..eval.runner import resolve_split
+
+    npz, root, name = resolve_split(split_dir)
+    ds = SPINDataset(npz, root, is_train=False, img_res=64, load_masks=True)
+    n = len(ds) if not max_samples else min(len(ds), int(max_samples))
+    if models is None:
+        models = load_eval_models(device=device, keypoints_2d=False)
+    keys = ("pve_model", "pve_model_gt_shape") + tuple(MESH_METRICS)
+    per = {k: [] for k in keys}
+    was = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    try:
+        for s in range(0, n, batch_size):
+            items = [ds[i] for i in range(s, min(n, s + batch_size))]
+            inp = prior_eval_inputs(items)
+            gt_pose = torch.stack([torch.as_tensor(it["pose"]) for it in items]).double()
+            gt_betas = torch.stack([torch.as_tensor(it["betas"]) for it in items]).double()
+            gender = [int(it["gender"]) for it in items]
+            with torch.no_grad():
+                pose, betas = model(inp["keypoints"].to(device), inp["silhouette"].to(device))
+            B = pose.shape[0]
+            rotmat = axis_angle_to_matrix(pose.double().reshape(B, 24, 3))
+            m = mesh_metrics(rotmat, betas.double(), gt_pose, gt_betas, gender, models, return_bodies=True)
+            pv, gv = m["pred_vertices"], m["gt_vertices"]
+            per["pve_model"] += ((pv - gv).norm(dim=-1).mean(1) * 1000.0).tolist()
+            pv_gt_shape, _ = pred_body(rotmat, gt_betas, models)
+            per["pve_model_gt_shape"] += ((pv_gt_shape - gv).norm(dim=-1).mean(1) * 1000.0).tolist()
+            for k in MESH_METRICS:
+                per[k] += m[k].tolist()
+    finally:
+        model.train(was)
+    units = {**{k: METRIC_UNITS.get(k, "") for k in MESH_METRICS}, "pve_model": "mm", "pve_model_gt_shape": "mm"}
+    mean = {k: float(np.nanmean(v)) if len(v) and np.isfinite(v).any() else float("nan") for k, v in per.items()}
+    return {"split": name, "num": n, "sample_index": list(range(n)), "per_sample": per, "mean": mean, "units": units,
+            "num_nan": {k: int(np.sum(~np.isfinite(v))) for k, v in per.items()},
+            "time_s": {"total": time.perf_counter() - t0}}
+
+
+class PavlakosPriorsTrainer(Trainer):
+    """PosePrior + ShapePrior on synthetic instances (module docstring). ``prior_train: pose`` (or
+    ``shape``) trains one prior only; the other keeps its initialisation (the ShapePrior's convolutions
+    cost ~90 % of a step on one CPU thread, and Table 1's rows differ in the PosePrior's loss)."""
+
+    @property
+    def find_unused_parameters(self) -> bool:  # DDP: one prior gets no gradient when only the other trains
+        return self.cfg.prior_train != "both"
+
+    def build_model(self) -> torch.nn.Module:
+        return PavlakosPriors(width=self.cfg.prior_width)
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.optimizer == "rmsprop":  # the base builds Adam / SGD; replaced before any resume loads its state
+            self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(cfg, s))
+        self.smpl = smplfast.SMPL(create_betas=False, create_global_orient=False, create_body_pose=False,
+                                  create_transl=False).to(self.device)
+        self.vertex_from = cfg.num_steps - cfg.prior_vertex_steps if cfg.prior_vertex_steps > 0 else None
+
+    def vertex_active(self, step: int) -> bool:
+        """Whether step ``step`` (0-based) adds the per-vertex loss."""
+        return self.vertex_from is not None and step >= self.vertex_from
+
+    def train_step(self, batch: dict):
+        cfg, dev = self.cfg, self.device
+        times: Dict[str, float] = {}
+        t0 = time.perf_counter()
+        kp = batch["keypoints"].to(dev).float()
+        sil = batch["silhouette"].to(dev).float()
+        gt_pose, gt_betas = batch["pose"].to(dev).float(), batch["betas"].to(dev).float()
+        sil_pose, sil_betas = batch["sil_pose"].to(dev).float(), batch["sil_betas"].to(dev).float()
+        do_pose, do_shape = cfg.prior_train in ("both", "pose"), cfg.prior_train in ("both", "shape")
+        if do_pose and do_shape:
+            pose, betas = self.net(kp, sil)
+        else:  # one prior (no DDP wrapper call for the other, which would need its input)
+            pose = self.model.pose_prior(kp) if do_pose else None
+            betas = self.model.shape_prior(sil) if do_shape else None
+        terms, weights = {}, {}
+        if do_pose:
+            terms["pose_param"] = param_loss(pose, gt_pose, cfg.prior_param_loss, cfg.prior_param_reduction)
+            weights["pose_param"] = 1.0
+        if do_shape:
+            terms["betas"] = betas_loss(betas, sil_betas, cfg.prior_param_reduction)
+            weights["betas"] = 1.0
+        times["forward"] = time.perf_counter() - t0
+        if self.vertex_active(self.step) and cfg.prior_w_vertex > 0:
+            t1 = time.perf_counter()
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+            if do_pose:
+                v = prior_vertex_losses(self.smpl, pose, gt_pose, gt_betas, subsample=cfg.prior_vertex_subsample,
+                                        generator=gen)
+                terms["pose_vertex"], weights["pose_vertex"] = v["pose"], cfg.prior_w_vertex
+            if do_shape:
+                v = prior_vertex_losses(self.smpl, sil_pose, sil_pose, sil_betas, pred_betas=betas, sil_pose=sil_pose,
+                                        sil_betas=sil_betas, subsample=cfg.prior_vertex_subsample, generator=gen,
+                                        pose_term=False)
+                terms["shape_vertex"], weights["shape_vertex"] = v["shape"], cfg.prior_w_vertex
+            times["smpl"] = time.perf_counter() - t1
+        loss = sum(weights[k] * t for k, t in terms.items())
+        stats = {f"loss_{k}": float(t.detach()) for k, t in terms.items()}
+        stats["loss"] = float(loss.detach())
+        stats["vertex_phase"] = float(self.vertex_active(self.step))
+        stats["kp_missing"] = float((kp[..., 2] == 0).float().mean())
+        return loss, stats, times
+
+    # ------------------------------------------------------------------------------------ evaluation
+    def evaluate(self, step: int):
+        cfg = self.cfg
+        if not self.dist.is_main or not cfg.eval_splits:
+            return None
+        from ..eval.metrics import load_eval_models
+        from ..eval.runner import resolve_split
+
+        if not hasattr(self, "_eval_models"):
+            self._eval_models = load_eval_models(device=self.device, keypoints_2d=False)
+        results = {}
+        for split in cfg.eval_splits:
+            try:
+                resolve_split(Path(cfg.data) / split)
+            except FileNotFoundError as e:
+                print(f"evaluation skipped: {e}")
+                continue
+            results[split] = evaluate_priors(self.model, Path(cfg.data) / split, max_samples=cfg.eval_max_samples or None,
+                                             device=self.device, models=self._eval_models)
+        if results:
+            path = self.run_dir / "eval" / f"step_{step}.json"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"step": step, "preset": cfg.preset, "prior_param_loss": cfg.prior_param_loss,
+                                       "prior_vertex_steps": cfg.prior_vertex_steps, "prior_bank": cfg.prior_bank,
+                                       "results": results}))
+            tmp.replace(path)
+            if self.progress:
+                for split, r in results.items():
+                    m = r["mean"]
+                    print(f"{split} (n={r['num']}): pve_model {m['pve_model']:.1f} mm, pve {m['pve']:.1f} mm, "
+                          f"pa_mpjpe {m['pa_mpjpe']:.1f} mm, pve_model_gt_shape {m['pve_model_gt_shape']:.1f} mm")
+        return results

@@ -5,7 +5,6 @@ visible joint, samples without IUV labels in a DensePose batch, flips with IUV l
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from ddp_helpers import join_group_env, spawn

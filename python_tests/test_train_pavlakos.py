@@ -14,7 +14,6 @@ from smplfast.data import generate
 
 from smplfast_train import pavlakos as P
 from smplfast_train.config import ConfigError, load_config
-from smplfast_train.rotations import axis_angle_to_matrix
 from smplfast_train.trainers import TRAINERS, PavlakosPriorsTrainer
 from smplfast_train.trainers.pavlakos import evaluate_priors
 

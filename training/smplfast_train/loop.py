@@ -176,6 +176,30 @@ class Trainer:
         """Evaluate on the configured splits; returns the results (rank 0)."""
         return None
 
+    def evaluate_splits(self, step: int, evaluate_one, header: dict) -> Optional[dict]:
+        """Run ``evaluate_one(split_dir)`` on every ``eval_splits`` folder that exists (rank 0; a missing split
+        is skipped with a message) and write ``eval/step_N.json`` = ``{"step", **header, "results"}``
+        atomically. Returns ``{split: result}`` (None on other ranks or without splits)."""
+        cfg = self.cfg
+        if not self.dist.is_main or not cfg.eval_splits:
+            return None
+        from .eval.runner import resolve_split
+
+        results = {}
+        for split in cfg.eval_splits:
+            try:
+                resolve_split(Path(cfg.data) / split)
+            except FileNotFoundError as e:
+                print(f"evaluation skipped: {e}")
+                continue
+            results[split] = evaluate_one(Path(cfg.data) / split)
+        if results:
+            path = self.run_dir / "eval" / f"step_{step}.json"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"step": step, **header, "results": results}))
+            tmp.replace(path)
+        return results
+
     # ---------------------------------------------------------------------------------------- running
     def train(self) -> dict:
         """Run until ``num_steps`` or ``time_budget_s``; checkpoint, evaluate; returns a summary."""

@@ -139,7 +139,6 @@ class HoloPoseTrainer(SpinTrainer):
         img, kp49, sj2d, ok, masked = mask_nonfinite_inputs(batch["img"], batch["keypoints"], batch["smpl_joints_2d"])
         stats: Dict[str, float] = {"masked_nonfinite": float(masked)}
         img, ok = img.to(dev), ok.to(dev)
-        B = img.shape[0]
         # The 29 annotated 2D points (skeleton joints, face points) with confidence; unlabelled rows are 0.
         sj2d = sj2d.to(dev).float() * batch["has_smpl_joints_2d"].to(dev).float()[:, None, None]
         kp29 = torch.cat([sj2d, kp49.to(dev).float()[:, self.face_rows]], 1)

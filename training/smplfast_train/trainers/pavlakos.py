@@ -27,9 +27,7 @@ ground-truth β) and :func:`~smplfast_train.eval.metrics.mesh_metrics`' measures
 """
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
@@ -190,29 +188,20 @@ class PavlakosPriorsTrainer(Trainer):
         if not self.dist.is_main or not cfg.eval_splits:
             return None
         from ..eval.metrics import load_eval_models
-        from ..eval.runner import resolve_split
 
         if not hasattr(self, "_eval_models"):
             self._eval_models = load_eval_models(device=self.device, keypoints_2d=False)
-        results = {}
-        for split in cfg.eval_splits:
-            try:
-                resolve_split(Path(cfg.data) / split)
-            except FileNotFoundError as e:
-                print(f"evaluation skipped: {e}")
-                continue
-            results[split] = evaluate_priors(self.model, Path(cfg.data) / split, max_samples=cfg.eval_max_samples or None,
-                                             device=self.device, models=self._eval_models)
-        if results:
-            path = self.run_dir / "eval" / f"step_{step}.json"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps({"step": step, "preset": cfg.preset, "prior_param_loss": cfg.prior_param_loss,
-                                       "prior_vertex_steps": cfg.prior_vertex_steps, "prior_bank": cfg.prior_bank,
-                                       "results": results}))
-            tmp.replace(path)
-            if self.progress:
-                for split, r in results.items():
-                    m = r["mean"]
-                    print(f"{split} (n={r['num']}): pve_model {m['pve_model']:.1f} mm, pve {m['pve']:.1f} mm, "
-                          f"pa_mpjpe {m['pa_mpjpe']:.1f} mm, pve_model_gt_shape {m['pve_model_gt_shape']:.1f} mm")
+
+        def one(split_dir):
+            return evaluate_priors(self.model, split_dir, max_samples=cfg.eval_max_samples or None, device=self.device,
+                                   models=self._eval_models)
+
+        results = self.evaluate_splits(step, one, {"preset": cfg.preset, "prior_param_loss": cfg.prior_param_loss,
+                                                   "prior_vertex_steps": cfg.prior_vertex_steps,
+                                                   "prior_bank": cfg.prior_bank})
+        if results and self.progress:
+            for split, r in results.items():
+                m = r["mean"]
+                print(f"{split} (n={r['num']}): pve_model {m['pve_model']:.1f} mm, pve {m['pve']:.1f} mm, "
+                      f"pa_mpjpe {m['pa_mpjpe']:.1f} mm, pve_model_gt_shape {m['pve_model_gt_shape']:.1f} mm")
         return results

@@ -407,31 +407,20 @@ class SpinTrainer(Trainer):
         if not self.dist.is_main or not cfg.eval_splits:
             return None
         from ..eval.metrics import load_eval_models
-        from ..eval.runner import evaluate_model, format_table, resolve_split
+        from ..eval.runner import evaluate_model, format_table
 
         if not hasattr(self, "_eval_models"):  # built once per run
             from smplfast.render import BodyRenderer
 
             self._eval_models = load_eval_models(device=self.device)
             self._eval_renderer = BodyRenderer.from_model()
-        results = {}
-        for split in cfg.eval_splits:
-            try:
-                resolve_split(Path(cfg.data) / split)
-            except FileNotFoundError as e:
-                print(f"evaluation skipped: {e}")
-                continue
-            results[split] = evaluate_model(self.model, Path(cfg.data) / split, img_res=cfg.img_res,
-                                            max_samples=cfg.eval_max_samples or None, device=self.device,
-                                            focal_length=cfg.focal_length, models=self._eval_models,
-                                            renderer=self._eval_renderer)
-        if results:
-            import json
 
-            path = self.run_dir / "eval" / f"step_{step}.json"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps({"step": step, "preset": cfg.preset, "run_fit": cfg.run_fit, "fits": cfg.fits,
-                                       "results": results}))
-            tmp.replace(path)
+        def one(split_dir):
+            return evaluate_model(self.model, split_dir, img_res=cfg.img_res, max_samples=cfg.eval_max_samples or None,
+                                  device=self.device, focal_length=cfg.focal_length, models=self._eval_models,
+                                  renderer=self._eval_renderer)
+
+        results = self.evaluate_splits(step, one, {"preset": cfg.preset, "run_fit": cfg.run_fit, "fits": cfg.fits})
+        if results:
             print(format_table(results))
         return results

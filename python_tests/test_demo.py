@@ -32,3 +32,22 @@ def test_run_demo_end_to_end(tmp_path):
     assert saved["threads"] == torch.get_num_threads()
     assert (tmp_path / "demo.png").is_file() and (tmp_path / "smplify.png").is_file()
     assert res["forward"][0]["max_abs_diff_m"] < 1e-5
+
+
+def test_draw_mesh_front_and_side(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from smplfast.body.plot import draw_mesh
+
+    model = SMPL()
+    v = model().vertices[0].detach().numpy()
+    fig, axes = plt.subplots(1, 2)
+    for ax, view in zip(axes, ("front", "side")):
+        draw_mesh(ax, v, np.asarray(model.faces, dtype=np.int64), (0.5, 0.6, 0.8), view)
+        assert len(ax.collections) == 1
+    fig.savefig(tmp_path / "mesh.png")
+    plt.close(fig)

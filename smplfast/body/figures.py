@@ -29,7 +29,7 @@ def _pyplot():
 
 def shapes_and_poses(path: Path, model_path=None, gender: str = "neutral") -> Path:
     """Front and side views of the model: mean, +-2 sigma of betas 1-2, and sampled poses."""
-    from ..demo import _draw_mesh
+    from .plot import draw_mesh
     from .samplers import sample_poses
 
     plt = _pyplot()
@@ -45,14 +45,14 @@ def shapes_and_poses(path: Path, model_path=None, gender: str = "neutral") -> Pa
             betas = torch.zeros(1, model.num_betas)
             betas[0, k] = s
             v = model(betas=betas).vertices[0].numpy()
-            _draw_mesh(axes[0, c], v, faces, (0.55, 0.65, 0.85), "front")
-            _draw_mesh(axes[1, c], v, faces, (0.55, 0.65, 0.85), "side")
+            draw_mesh(axes[0, c], v, faces, (0.55, 0.65, 0.85), "front")
+            draw_mesh(axes[1, c], v, faces, (0.55, 0.65, 0.85), "side")
             axes[0, c].set_title(f"{title}\n{v[:, 1].max() - v[:, 1].min():.2f} m", fontsize=9)
         for i in range(len(poses)):
             c = len(cases) + i
             v = model(global_orient=poses[i:i + 1, :3], body_pose=poses[i:i + 1, 3:]).vertices[0].numpy()
-            _draw_mesh(axes[0, c], v, faces, (0.9, 0.6, 0.45), "front")
-            _draw_mesh(axes[1, c], v, faces, (0.9, 0.6, 0.45), "side")
+            draw_mesh(axes[0, c], v, faces, (0.9, 0.6, 0.45), "front")
+            draw_mesh(axes[1, c], v, faces, (0.9, 0.6, 0.45), "side")
             axes[0, c].set_title(f"sampled pose {i + 1}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -62,7 +62,7 @@ def shapes_and_poses(path: Path, model_path=None, gender: str = "neutral") -> Pa
 
 def keypoints(path: Path, model_path=None) -> Path:
     """The model's OpenPose BODY_25 and SPIN ground-truth keypoints over the mean shape."""
-    from ..demo import _draw_mesh
+    from .plot import draw_mesh
     from .keypoints import keypoint_names
 
     plt = _pyplot()
@@ -74,14 +74,14 @@ def keypoints(path: Path, model_path=None) -> Path:
     faces = np.asarray(model.faces, dtype=np.int64)
     names = keypoint_names("spin_49")
     for ax, view in ((axes[0], "front"), (axes[1], "side")):
-        _draw_mesh(ax, v, faces, (0.8, 0.8, 0.8), view)
+        draw_mesh(ax, v, faces, (0.8, 0.8, 0.8), view)
         x = k[:, 0] if view == "front" else -k[:, 2]
         ax.scatter(x[:25], k[:25, 1], s=14, c="tab:red", zorder=3, label="OpenPose BODY_25")
         ax.scatter(x[25:], k[25:, 1], s=14, c="tab:blue", marker="x", zorder=3, label="SPIN ground-truth 24")
     axes[0].legend(loc="lower center", fontsize=8)
     # Head close-up with labels.
     ax = axes[2]
-    _draw_mesh(ax, v, faces, (0.8, 0.8, 0.8), "front")
+    draw_mesh(ax, v, faces, (0.8, 0.8, 0.8), "front")
     head = k[:, 1] > k[names.index("neck_lsp"), 1] - 0.02
     for i in np.flatnonzero(head):
         ax.scatter(k[i, 0], k[i, 1], s=16, c="tab:red" if i < 25 else "tab:blue", zorder=3)

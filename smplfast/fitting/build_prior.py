@@ -379,7 +379,7 @@ def figure(path: Path, prior_path: Optional[Path] = None, heldout: int = 5000, s
     from matplotlib.gridspec import GridSpec
 
     from ..body.smpl import SMPL
-    from ..demo import _draw_mesh
+    from ..body.plot import draw_mesh
 
     prior = MaxMixturePrior(prior_path, dtype=torch.float64)
     M = prior.num_gaussians
@@ -393,7 +393,7 @@ def figure(path: Path, prior_path: Optional[Path] = None, heldout: int = 5000, s
             v = model(body_pose=prior.means[m:m + 1].float()).vertices[0].numpy()
             for r, view in enumerate(("front", "side")):
                 ax = fig.add_subplot(gs[r, c])
-                _draw_mesh(ax, v, faces, (0.55, 0.65, 0.85), view)
+                draw_mesh(ax, v, faces, (0.55, 0.65, 0.85), view)
                 if r == 0:
                     ax.set_title(f"component {m}\nw = {prior.weights[m]:.3f}", fontsize=9)
     x, _ = training_poses(heldout, seed)

@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..body.random_model import SMPL_PARENTS
+
 __all__ = [
     "DENSEPOSE_PART_NAMES",
     "NUM_PARTS",
@@ -347,7 +349,6 @@ _REGIONS: Tuple[Tuple[Tuple[int, ...], Tuple[Tuple[int, int], ...], Optional[np.
     ((20, 22), (), None, (4,)),
     ((21, 23), (), None, (3,)),
 )
-_SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
 
 def densepose_parts_from_weights(vertices, faces, weights, joints) -> np.ndarray:
@@ -398,7 +399,7 @@ def densepose_parts_from_weights(vertices, faces, weights, joints) -> np.ndarray
             part[sel] = parts[0]
             continue
         a = np.array([Jp[p] for p, _ in bones])
-        b = np.array([Jp[c] if c >= 0 else 2.0 * Jp[p] - Jp[_SMPL_PARENTS[p]] for p, c in bones])
+        b = np.array([Jp[c] if c >= 0 else 2.0 * Jp[p] - Jp[SMPL_PARENTS[p]] for p, c in bones])
         d = b - a
         c = centroid[sel]
         t = np.clip(np.einsum("nbk,bk->nb", c[:, None] - a, d) / np.einsum("bk,bk->b", d, d), 0.0, 1.0)

@@ -233,3 +233,17 @@ def test_bad_inputs(split, eval_set, tmp_path):
     with pytest.raises(ValueError, match="configurations"):
         evaluate_holopose(net, split, num=NUM, img_res=RES, eval_set=eval_set, configs=("nope",))
     assert set(CONFIGS) == {"base", "kps2d", "kps3d", "dp", "kps2d_dp", "kps3d_dp"}
+
+
+def test_a_camera_with_non_positive_scale_covers_nothing(eval_set):
+    """A predicted weak camera with scale <= 0 (a mirrored projection) cannot be rendered: that person's
+    points are uncovered (FR10 100 %), the others are scored as usual, nothing raises."""
+    cam = eval_set.gt_cam.clone()
+    cam[1, 0] = -cam[1, 0]
+    cam[2, 0] = 0.0
+    ref, _ = eval_set.evaluate(eval_set.pose, eval_set.betas, eval_set.gt_cam)
+    per, _ = eval_set.evaluate(eval_set.pose, eval_set.betas, cam)
+    assert per["camera_ok"].tolist()[:3] == [1.0, 0.0, 0.0]
+    assert per["fr10"][1] == 100.0 and per["fr10"][2] == 100.0 and per["coverage"][1] == 0.0
+    np.testing.assert_allclose(per["fr10"][[0, 3, 4]], ref["fr10"][[0, 3, 4]])
+    np.testing.assert_allclose(per["pa_mpjpe"], ref["pa_mpjpe"])  # the 3D metrics do not use the camera

@@ -258,6 +258,12 @@ class HoloPoseEvalSet:
                "pa_mpjpe24": M.pa_mpjpe((j24 - j24[:, :1]) * 1000, gt24 * 1000).numpy()}
         # Render the weak-perspective projection: a far perspective camera with the matching focal length.
         s, t = cam[:, 0], cam[:, 1:]
+        # A scale <= 0 (a mirrored or degenerate projection) or a non-finite body cannot be drawn: its
+        # points count as not covered (infinite error), as for a body that misses them.
+        drawable = torch.isfinite(s) & (s > 0) & torch.isfinite(t).all(1) & torch.isfinite(verts).flatten(1).all(1)
+        s = torch.where(drawable, s, torch.ones_like(s))
+        t = torch.where(drawable[:, None], t, torch.zeros_like(t))
+        verts = torch.where(drawable[:, None, None], verts, torch.zeros_like(verts))
         Xc = torch.cat([verts[..., :2] + t[:, None], verts[..., 2:] + Z_FAR], -1)
         f = (s * self.half * Z_FAR)[:, None].repeat(1, 2)
         faces = torch.as_tensor(self.faces)
@@ -273,6 +279,7 @@ class HoloPoseEvalSet:
             o = self.eval_owner[k] - sl.start
             fi[k] = face_index[o, rows[k], cols[k]].numpy()
             bary[k] = bc[o, rows[k], cols[k]].numpy()
+        fi[~drawable.numpy()[self.eval_owner]] = -1
         pred = surface_points_from_raster(fi, bary, self.faces)
         err = point_errors(self.geodesics, self.eval_gt, pred).numpy()
         err_eu = point_errors(self.geodesics, self.eval_gt, pred, kind="euclid").numpy()
@@ -281,6 +288,7 @@ class HoloPoseEvalSet:
         out["fr10_euclid"] = per_sample_rcp(err_eu, self.eval_owner, self.n)["fr10"]
         out["coverage"] = np.bincount(self.eval_owner, weights=(fi >= 0).astype(float), minlength=self.n) / \
             np.bincount(self.eval_owner, minlength=self.n)
+        out["camera_ok"] = drawable.numpy().astype(float)
         return out, err
 
 

@@ -258,3 +258,17 @@ def test_ddp_two_processes_agree(stage, data, tmp_path):
     spawn(_ddp_worker, str(data), str(tmp_path), stage)
     a, b = (torch.load(tmp_path / f"params_{r}.pt") for r in (0, 1))
     assert torch.equal(a, b)
+
+
+def test_evaluate_script_rebuilds_a_holopose_network(stage1_ckpt):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "training" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("holopose_evaluate_script", path)
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    ckpt = ev.load_checkpoint(str(stage1_ckpt))
+    net = ev.build_model(ckpt, str(stage1_ckpt))
+    ref = torch.load(stage1_ckpt, weights_only=False)["model"]
+    assert all(torch.equal(net.state_dict()[k], ref[k]) for k in ref)

@@ -5,7 +5,7 @@
 
 The checkpoint is a ``torch.save`` dict with at least ``"config"`` (a flat dict with ``backbone``,
 ``img_res`` and optionally ``hmr_relu`` / ``hmr_iters``) and ``"model"`` (the HMR state dict). The
-model is rebuilt with ``build_hmr(config["backbone"], relu=config.get("hmr_relu", False),
+model is rebuilt (HoloPose checkpoints: ``trainers.holopose.holopose_net(config)``) with ``build_hmr(config["backbone"], relu=config.get("hmr_relu", False),
 n_iter=config.get("hmr_iters", 3))`` and evaluated on the plain crops at ``config["img_res"]``
 (metrics: smplfast_train/eval/metrics.py). Prints one table row per split and writes JSON with the
 per-sample values of every metric (for paired comparisons across runs and seeds): to ``--out``, or by
@@ -63,18 +63,27 @@ def load_checkpoint(path: str) -> dict:
 
 
 def build_model(ckpt: dict, path: str = "checkpoint"):
-    """The HMR network of a checkpoint, with its weights loaded (strict)."""
+    """The network of a checkpoint (SPIN's HMR regressor, or HoloPose's network for ``trainer: holopose``),
+    with its weights loaded (strict)."""
     from smplfast_train.heads.hmr import build_hmr
 
     cfg = ckpt["config"]
+    holopose = cfg.get("trainer") == "holopose"
     try:
-        model = build_hmr(cfg["backbone"], relu=bool(cfg.get("hmr_relu", False)), n_iter=int(cfg.get("hmr_iters", 3)))
+        if holopose:
+            from smplfast_train.config import config_from_dict
+            from smplfast_train.trainers.holopose import holopose_net
+
+            model = holopose_net(config_from_dict(cfg))
+        else:
+            model = build_hmr(cfg["backbone"], relu=bool(cfg.get("hmr_relu", False)), n_iter=int(cfg.get("hmr_iters", 3)))
     except (ValueError, KeyError) as e:
         raise EvaluateError(f"{path}: cannot build the model of config backbone={cfg['backbone']!r}: {e}") from e
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as e:
-        raise EvaluateError(f"{path}: the 'model' state dict does not fit build_hmr({cfg['backbone']!r}): {e}") from e
+        what = "HoloPose's network" if holopose else f"build_hmr({cfg['backbone']!r})"
+        raise EvaluateError(f"{path}: the 'model' state dict does not fit {what}: {e}") from e
     return model
 
 

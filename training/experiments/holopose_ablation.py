@@ -36,6 +36,7 @@ only when the interval excludes 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -84,12 +85,15 @@ ORDERINGS = (
 )
 
 
-def _last_step(run: Path) -> int:
+def _log_rows(run: Path) -> list:
+    """The lines of a run's log.jsonl (none when it has no log yet)."""
     log = run / "log.jsonl"
-    if not log.is_file():
-        return 0
-    lines = [x for x in log.read_text().splitlines() if x.strip()]
-    return int(json.loads(lines[-1])["step"]) if lines else 0
+    return [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.is_file() else []
+
+
+def _last_step(run: Path) -> int:
+    rows = _log_rows(run)
+    return int(rows[-1]["step"]) if rows else 0
 
 
 def train(args) -> None:
@@ -143,19 +147,17 @@ def plausibility(net, split_dir, num: int, img_res: int) -> dict:
     return res
 
 
-def baseline(args) -> None:
+def baseline(args, eval_set) -> None:
     """The constant prediction (rest pose, mean shape, every person's least-squares weak camera) on each
     split: the error a network that learned nothing about pose would have."""
     import torch
-
-    from smplfast_train.eval.holopose import HoloPoseEvalSet
 
     runs = Path(args.runs)
     for split in SPLITS:
         path = runs / f"baseline_{split}_n{args.eval_num}.json"
         if path.is_file():
             continue
-        es = HoloPoseEvalSet(Path(args.data) / split, args.eval_num, verbose=False)
+        es = eval_set(split)
         pose = torch.zeros(es.n, 72, dtype=torch.float64)
         pose[:, 0] = np.pi  # upright in the camera's y-down frame
         per, _ = es.evaluate(pose, torch.zeros(es.n, 10, dtype=torch.float64), es.gt_cam)
@@ -165,11 +167,16 @@ def baseline(args) -> None:
 def evaluate(args) -> None:
     import torch
 
-    from smplfast_train.eval.holopose import evaluate_holopose
+    from smplfast_train.eval.holopose import HoloPoseEvalSet, evaluate_holopose
     from smplfast_train.trainers.holopose import load_holopose_checkpoint
 
     torch.set_num_threads(1)
-    baseline(args)
+
+    @functools.lru_cache(maxsize=None)
+    def eval_set(split):  # each split's evaluation set, built once when first needed, shared by every arm
+        return HoloPoseEvalSet(Path(args.data) / split, args.eval_num, verbose=False)
+
+    baseline(args, eval_set)
     runs = Path(args.runs)
     for arm in args.arms:
         run = runs / f"{arm}_s{args.seed}"
@@ -184,7 +191,7 @@ def evaluate(args) -> None:
             t0 = time.perf_counter()
             configs = ("base", "kps3d_dp") if split == "wild_test" else ("base",)
             res = evaluate_holopose(net, Path(args.data) / split, num=args.eval_num, img_res=cfg.img_res,
-                                    configs=configs)
+                                    configs=configs, eval_set=eval_set(split))
             res["plaus"] = plausibility(net, Path(args.data) / split, args.eval_num, cfg.img_res)
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps(res))
@@ -266,9 +273,8 @@ def report(args) -> dict:
                        "mean_b": float(xb[ok].mean()), "diff": d.to_dict(), "verdict": verdict})
     times = {}
     for arm in ARMS:
-        log = runs / f"{arm}_s{args.seed}" / "log.jsonl"
-        if log.is_file():
-            rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+        rows = _log_rows(runs / f"{arm}_s{args.seed}")
+        if rows:
             times[arm] = float(np.median([r["time_step"] for r in rows if "time_step" in r]))
     out = {"seed": args.seed, "steps": args.steps, "stage1_steps": args.stage1_steps, "eval_num": args.eval_num,
            "table": table, "claims": claims, "median_step_s": times}
@@ -322,7 +328,7 @@ def _plot(runs: Path, args, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), dpi=110)
-    s1 = [json.loads(x) for x in (runs / "stage1" / "log.jsonl").read_text().splitlines() if x.strip()]
+    s1 = _log_rows(runs / "stage1")
     ax = axes[0]
     ax.plot([r["step"] for r in s1], [r["loss_int3d"] for r in s1], label="integral 3D L1 (m)")
     ax.plot([r["step"] for r in s1], [r["heatmap_visible"] for r in s1], label="joints with heatmap max ≥ 0.4")
@@ -333,10 +339,9 @@ def _plot(runs: Path, args, path: Path) -> None:
     for ax, key, title in ((axes[1], "loss_kp3d", "stage 2: model 3D joints L1 (m)"),
                            (axes[2], "loss_dp", "stage 2: DensePose surface loss (Eq. 4)")):
         for arm in ARMS:
-            log = runs / f"{arm}_s{args.seed}" / "log.jsonl"
-            if not log.is_file():
+            rows = _log_rows(runs / f"{arm}_s{args.seed}")
+            if not rows:
                 continue
-            rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
             ax.plot([r["step"] for r in rows], [r.get(key, np.nan) for r in rows], lw=1, label=arm)
         ax.set_title(title)
         ax.set_xlabel("step")

@@ -608,6 +608,10 @@ def evaluate_holopose(net: torch.nn.Module, split_dir, *, num: int, img_res: int
             inputs["iuv"].mask[bad] = False
     refined, t_ref, t_pit = {}, {}, {}
     for c in configs:
+        if not any(CONFIGS[c]):  # no refinement term: the network's own body, already scored above
+            refined[c] = {**model, "iterations": np.zeros(n)}
+            t_ref[c], t_pit[c] = 0.0, None
+            continue
         r = run_refine(eval_set, inputs, c, max_iters=max_iters, cg_iters=cg_iters, batch=refine_batch)
         t1 = time.perf_counter()
         per, _ = eval_set.evaluate(r["pose"], r["betas"], r["cam"])

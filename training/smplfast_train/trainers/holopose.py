@@ -55,7 +55,7 @@ from ..holopose_losses import (heatmap_loss, integral_2d_loss, integral_3d_loss,
 from ..loop import TrainingError, load_checkpoint
 from ..losses import camera_loss, pose_loss
 from ..rotations import axis_angle_to_matrix
-from .spin import SpinTrainer, mask_nonfinite_inputs
+from .spin import SpinTrainer, finite_labels, mask_nonfinite_inputs
 
 __all__ = ["HoloPoseTrainer", "face_point_rows", "holopose_net", "load_holopose_checkpoint"]
 
@@ -143,20 +143,11 @@ class HoloPoseTrainer(SpinTrainer):
         sj2d = sj2d.to(dev).float() * batch["has_smpl_joints_2d"].to(dev).float()[:, None, None]
         kp29 = torch.cat([sj2d, kp49.to(dev).float()[:, self.face_rows]], 1)
         kp29 = torch.where(ok[:, None, None], kp29, torch.zeros_like(kp29))
-        j3d = batch["smpl_joints_3d"].to(dev).float()
-        has_3d = batch["has_smpl_joints_3d"].to(dev).bool() & ok
-        bad_3d = has_3d & ~torch.isfinite(j3d).flatten(1).all(1)
-        has_3d = has_3d & ~bad_3d
-        j3d = torch.where(has_3d[:, None, None], j3d, torch.zeros_like(j3d))
-        has_smpl = batch["has_smpl"].to(dev).bool() & ok
-        gt_pose = batch["pose"].to(dev).float()
-        bad_smpl = has_smpl & ~torch.isfinite(gt_pose).all(1)
-        has_smpl = has_smpl & ~bad_smpl
-        iuv = batch["iuv"].to(dev).float()
-        has_iuv = self.iuv_member[batch["mixed_source"].long().to(dev)] & ok
-        bad_iuv = has_iuv & ~torch.isfinite(iuv).flatten(1).all(1)
-        has_iuv = has_iuv & ~bad_iuv
-        iuv = torch.where(has_iuv[:, None, None, None], iuv, torch.zeros_like(iuv))
+        has_3d, bad_3d, j3d = finite_labels(batch["has_smpl_joints_3d"].to(dev).bool() & ok,
+                                            batch["smpl_joints_3d"].to(dev).float())
+        has_smpl, bad_smpl, gt_pose = finite_labels(batch["has_smpl"].to(dev).bool() & ok, batch["pose"].to(dev).float())
+        has_iuv, bad_iuv, iuv = finite_labels(self.iuv_member[batch["mixed_source"].long().to(dev)] & ok,
+                                              batch["iuv"].to(dev).float())
         stats["bad_labels"] = float(bad_3d.sum() + bad_smpl.sum() + bad_iuv.sum())
         times["prepare"] = time.perf_counter() - t0
 

@@ -34,7 +34,7 @@ from ..losses import (LossWeights, betas_loss, camera_loss, keypoint_2d_loss, ke
 from ..loop import Trainer, TrainingError
 from ..rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-__all__ = ["SpinTrainer", "FitContext", "first_visit_fits", "mask_nonfinite_inputs"]
+__all__ = ["SpinTrainer", "FitContext", "first_visit_fits", "mask_nonfinite_inputs", "finite_labels"]
 
 
 def mask_nonfinite_inputs(img: torch.Tensor, *inputs: torch.Tensor):
@@ -50,6 +50,18 @@ def mask_nonfinite_inputs(img: torch.Tensor, *inputs: torch.Tensor):
         img = torch.where(ok.view(-1, *[1] * (img.dim() - 1)), img, torch.zeros_like(img))
         inputs = tuple(torch.where(ok.view(-1, *[1] * (x.dim() - 1)), x, torch.zeros_like(x)) for x in inputs)
     return (img, *inputs, ok, masked)
+
+
+def finite_labels(has: torch.Tensor, *labels: torch.Tensor):
+    """A labelled row (``has`` (B,) bool) whose labels are not all finite is treated as unlabelled (and
+    counted); unlabelled rows of every label are zeroed, so no NaN can reach a loss through them. Returns
+    ``(has, bad, *labels)`` with ``bad`` (B,) the rows dropped for non-finite values."""
+    finite = torch.ones_like(has)
+    for x in labels:
+        finite = finite & torch.isfinite(x).flatten(1).all(1)
+    bad = has & ~finite
+    has = has & ~bad
+    return (has, bad, *(torch.where(has.view(-1, *[1] * (x.dim() - 1)), x, torch.zeros_like(x)) for x in labels))
 
 
 @dataclass
@@ -197,14 +209,9 @@ class SpinTrainer(Trainer):
         gt_pose = batch["pose"].to(dev).float()
         gt_betas = batch["betas"].to(dev).float()
         gt_j3d = batch["pose_3d"].to(dev).float()
-        # A labelled row whose label is not finite is treated as unlabelled (and counted).
-        bad_smpl = has_smpl & ~(torch.isfinite(gt_pose).all(1) & torch.isfinite(gt_betas).all(1))
-        bad_3d = has_3d & ~torch.isfinite(gt_j3d).flatten(1).all(1)
-        has_smpl, has_3d = has_smpl & ~bad_smpl, has_3d & ~bad_3d
+        has_smpl, bad_smpl, gt_pose, gt_betas = finite_labels(has_smpl, gt_pose, gt_betas)
+        has_3d, bad_3d, gt_j3d = finite_labels(has_3d, gt_j3d)
         stats["bad_labels"] = float(bad_smpl.sum() + bad_3d.sum())
-        gt_pose = torch.where(has_smpl[:, None], gt_pose, torch.zeros_like(gt_pose))
-        gt_betas = torch.where(has_smpl[:, None], gt_betas, torch.zeros_like(gt_betas))
-        gt_j3d = torch.where(has_3d[:, None, None], gt_j3d, torch.zeros_like(gt_j3d))
         ds_id = batch["mixed_source"].long()
         idx = batch["sample_index"].long()
         rot, flip = batch["rot_angle"].double(), batch["is_flipped"].bool()

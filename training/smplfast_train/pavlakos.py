@@ -187,29 +187,14 @@ def bank_families(bank: Union[str, Sequence[str]]) -> Tuple[str, ...]:
 BANK_FAMILIES = ("matched", "shifted")
 
 
-def _rot_x(a: np.ndarray) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
-
-
-def _rot_y(a: np.ndarray) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
-
-
-def _rot_z(a: np.ndarray) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
-
-
 def viewpoint_rotation(yaw, elevation, roll) -> np.ndarray:
     """``R_z(roll) R_x(elevation) R_x(π) R_y(yaw)`` (radians; arrays) -> (n, 3, 3): the global orientation of
     an upright body (zero global orientation in the model frame) seen from that viewpoint."""
-    yaw, elevation, roll = (np.asarray(v, dtype=np.float64) for v in (yaw, elevation, roll))
-    return _rot_z(roll) @ _rot_x(elevation) @ _rot_x(np.full_like(yaw, math.pi)) @ _rot_y(yaw)
+    from .rotations import euler_to_matrix
+
+    yaw, elevation, roll = (torch.as_tensor(np.asarray(v, dtype=np.float64)) for v in (yaw, elevation, roll))
+    # R_x(elevation) R_x(pi) = R_x(elevation + pi): intrinsic Z-X-Y angles
+    return euler_to_matrix(torch.stack([roll, elevation + math.pi, yaw], -1), "ZXY").numpy()
 
 
 _MODELS: Dict[str, object] = {}

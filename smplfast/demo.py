@@ -96,18 +96,18 @@ def fit_to_joints(model: SMPL, target_joints: torch.Tensor, iterations: int = 30
         r = r.detach()
         return (r * r).sum(1), jac.transpose(1, 2) @ jac, (jac.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
 
-    # Start: the rest pose rigidly aligned to the target's torso (Kabsch), so a body facing away from the
-    # camera does not start 180 degrees off.
+    # Start: the rest pose rotated onto the target's torso (the rotation of the least-squares similarity
+    # transform), so a body facing away from the camera does not start 180 degrees off.
+    from .body.samplers import matrix_to_axis_angle, sample_poses
+    from .metrics import similarity_transform
+
     x0 = torch.zeros(B, 72 + nb + 3, dtype=target.dtype)
     with torch.no_grad():
         rest = model(betas=x0[:1, 72:72 + nb], joints_only=True).joints[0]
     torso = [0, 1, 2, 3, 6, 9, 12, 16, 17]  # pelvis, hips, spine, neck, shoulders
     a, b = rest[torso], target[:, torso]
     ca, cb = a.mean(0), b.mean(1)
-    U, _, Vh = torch.linalg.svd((b - cb[:, None]).transpose(1, 2) @ (a - ca))
-    d = torch.sign(torch.linalg.det(U @ Vh))
-    R = U @ torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)) @ Vh
-    from .body.samplers import matrix_to_axis_angle
+    _, R, _ = similarity_transform(a.expand_as(b), b)
 
     x0[:, :3] = matrix_to_axis_angle(R)
     j0 = rest[0]
@@ -115,7 +115,6 @@ def fit_to_joints(model: SMPL, target_joints: torch.Tensor, iterations: int = 30
     res = levenberg_marquardt(evaluate, x0, LMOptions(max_iters=iterations, record_history=True))
     x, best = res.x.clone(), res.objective.clone()
     history = [float((f.clamp_min(0) / J).mean().sqrt()) for _, f in res.history]
-    from .body.samplers import sample_poses
 
     for k in range(restarts):
         rows = torch.nonzero((best / J).sqrt() > tol).flatten()

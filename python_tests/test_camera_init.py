@@ -140,6 +140,17 @@ def test_estimate_translation_degenerate_samples_no_nan():
     assert not v3.any() and torch.allclose(est3[:, 2], torch.full((6,), 2 * 5000 / (200 * 0.9), dtype=torch.float64))
 
 
+def test_estimate_translation_refuses_a_body_behind_the_camera():
+    X, t, g = random_body(2, seed=5)
+    behind = t.clone()
+    behind[1, 2] = -t[1, 2]  # the pixels of body 1 placed 40-60 m behind the camera: exactly solvable, depth < 0
+    kp = torch.cat([project(X, behind), torch.ones(2, 49, 1, dtype=torch.float64)], -1)
+    fb = torch.full((2, 3), 7.0, dtype=torch.float64)
+    est, valid = estimate_translation(X, kp, return_valid=True, fallback=fb)
+    assert valid.tolist() == [True, False]
+    assert torch.allclose(est[0], t[0], atol=1e-9) and torch.equal(est[1], fb[1])
+
+
 def test_estimate_translation_input_errors():
     X = torch.zeros(2, 24, 3)
     with pytest.raises(ValueError, match="use_all_joints"):

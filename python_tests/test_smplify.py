@@ -19,11 +19,17 @@ def fitter_model():
                          create_transl=False)
 
 
-def make_bodies(model, n, seed, dtype=torch.float32):
+def make_bodies(model, n, seed, dtype=torch.float32, upright=False):
     """Known bodies (pose sampler + default model) seen by random SPIN-style cameras: the pose (B, 72),
-    betas, camera translation, 3D keypoints and exact 2D keypoints with confidence 1."""
+    betas, camera translation, 3D keypoints and exact 2D keypoints with confidence 1. ``upright``: the
+    sampler's orientations (model frame, y up) turned by pi about x, so people stand upright in the
+    y-down image, as in real data."""
     g = torch.Generator().manual_seed(seed)
     pose = samplers.sample_poses(n, seed=seed).to(dtype)
+    if upright:
+        R = samplers.axis_angle_to_matrix(pose[:, :3].double())
+        flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+        pose[:, :3] = samplers.matrix_to_axis_angle(flip @ R).reshape(n, 3).to(dtype)
     betas = samplers.sample_betas(n, num_betas=10, seed=seed).to(dtype) * 0.7
     scale = 0.8 + 0.2 * torch.rand(n, generator=g)
     cam_t = torch.stack([0.2 * torch.randn(n, generator=g), 0.2 * torch.randn(n, generator=g),
@@ -182,8 +188,9 @@ def test_float64_and_single_stage_with_anchor(fitter_model):
     assert (mean_reprojection_px(f, res, kp) < 2.0).all()
 
 
-def test_smplify4_from_mean_pose(fitter_model, bodies):
-    pose, betas, cam_t, joints, kp = bodies
+def test_smplify4_from_mean_pose(fitter_model):
+    # upright people in the y-down camera frame (SMPLify's start: orientation (pi, 0, 0), facing the camera)
+    pose, betas, cam_t, joints, kp = make_bodies(fitter_model, 8, seed=3, upright=True)
     f = SMPLify(model=fitter_model, mode="smplify4")
     res = f.fit(None, None, None, center(8), kp)
     start = f.keypoints(torch.zeros(8, 72), torch.zeros(8, 10))

@@ -164,7 +164,8 @@ def estimate_translation(
     joints first (``R @ X``).
 
     Negative confidences count as 0; joints with non-finite values are ignored. A sample with fewer
-    than ``min_joints`` confident joints, a singular system or a non-finite solution gets
+    than ``min_joints`` confident joints, a singular system, a non-finite solution or one that puts a
+    confident joint at depth <= 0 (behind the camera) gets
     ``fallback`` (B, 3), by default :func:`similar_triangles_translation` on all 49 joints when N = 49
     and it succeeds, else :func:`default_translation`. ``return_valid=True`` returns
     ``(translation, valid)``. Computed in float64, returned in ``joints_3d``'s dtype.
@@ -204,6 +205,9 @@ def estimate_translation(
     t, _ = torch.linalg.solve_ex(torch.where(valid[:, None, None], A, eye),
                                  torch.where(valid[:, None], b, torch.zeros_like(b)))
     valid = valid & torch.isfinite(t).all(-1)
+    # a least-squares solution can put the body behind the camera (both signs of depth fit the rays):
+    # every weighted joint must end in front of it
+    valid = valid & ((X[..., 2] + t[:, None, 2] > 0) | (w <= 0)).all(-1)
 
     # Always computed (it is cheap) so that no device synchronisation is needed.
     if fallback is None and N == 49:

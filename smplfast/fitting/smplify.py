@@ -11,6 +11,8 @@ damped iterations (see :mod:`smplfast.fitting.lm`).
 """
 from __future__ import annotations
 
+import math
+
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -228,7 +230,8 @@ class SMPLify:
 
         init_pose (B, 72), init_betas (B, nb), init_cam_t (B, 3), camera_center (B, 2), keypoints_2d
         (B, Nk, 3) = [x, y, confidence] in pixels. In mode 'smplify4' the initialisation may be None
-        (mean pose, zero shape, similar-triangles camera).
+        (an upright body facing the camera, global orientation (pi, 0, 0), in the mean pose; zero shape;
+        similar-triangles camera).
 
         Input ranges (a ValueError naming the argument otherwise): every value finite; |init_pose| <
         MAX_ABS_POSE (30 rad), |init_betas| < MAX_ABS_BETAS, |camera_center| and finite keypoint
@@ -316,7 +319,10 @@ class SMPLify:
         if self.mode == "smplify4":
             if init_pose is None:
                 init_pose = torch.zeros(B, 72, dtype=dtype, device=self.device)
-                # SMPLify's start: the mixture's weighted mean pose.
+                # SMPLify's start: an upright body facing the camera (the model's y-up frame turned by pi
+                # about x into the keypoints' y-down camera frame; a zero orientation is upside down there)
+                # in the mixture's weighted mean pose.
+                init_pose[:, 0] = math.pi
                 init_pose[:, 3:] = (self.pose_prior.weights.flatten() @ self.pose_prior.means).to(dtype)
             if init_betas is None:
                 init_betas = torch.zeros(B, self.num_betas, dtype=dtype, device=self.device)

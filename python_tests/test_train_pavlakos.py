@@ -245,6 +245,17 @@ def test_smoke_run_resume_bit_identical(data, tmp_path, param_loss):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_vertex_loss_ramp(data, tmp_path):
+    tr = PavlakosPriorsTrainer(_cfg(data, eval_splits=[], num_steps=6, prior_vertex_steps=4, prior_vertex_ramp=3,
+                                    prior_w_vertex=2.0), tmp_path / "ramp", progress=False)
+    assert [tr.vertex_weight(s) for s in range(6)] == pytest.approx([0.0, 0.0, 2 / 3, 4 / 3, 2.0, 2.0])
+    tr = PavlakosPriorsTrainer(_cfg(data, eval_splits=[], num_steps=6, prior_vertex_steps=4, prior_vertex_ramp=0),
+                               tmp_path / "step", progress=False)
+    assert [tr.vertex_weight(s) for s in range(6)] == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError):
+        _cfg(data, prior_vertex_ramp=-1)
+
+
 def test_evaluation_on_a_tiny_split(data, tmp_path):
     tr = PavlakosPriorsTrainer(_cfg(data, num_steps=1, prior_vertex_steps=0), tmp_path / "run", progress=False)
     out = tr.train()

@@ -48,6 +48,7 @@ class Config:
     tier: str = "cpu"
     trainer: str = "spin"                 # which step: spin (the SPIN family) | mvspin (multi-view batches) | holopose
                                           # | pavlakos_priors (PosePrior + ShapePrior on synthetic instances)
+                                          # | pavlakos_e2e (the priors fine-tuned with the reprojection loss)
     description: str = ""
 
     # ------------------------------------------------------------------ data
@@ -133,6 +134,7 @@ class Config:
     prior_param_reduction: str = "sum"    # sum: the paper's squared norm per sample | mean: the MSE
     prior_vertex_steps: int = 0           # the last N of num_steps add the per-vertex loss (0: parameter loss only)
     prior_w_vertex: float = 1.0           # weight of the per-vertex loss (the paper: equal to the parameter loss)
+    prior_vertex_ramp: int = 0            # steps over which that weight rises linearly from 0 when the loss switches on
     prior_vertex_subsample: int = 0       # vertices per step for the per-vertex loss (0: all), rescaled
     prior_bank: str = "matched"           # matched (every pose family) | shifted (the lab families)
     prior_bank_seed: int = 0              # the synthetic-instance bank's seed
@@ -144,6 +146,20 @@ class Config:
     prior_swap_prob: float = 0.02         # probability of a left/right swap of one arm or leg
     prior_width: int = 1024               # hidden width of both priors
     prior_train: str = "both"             # both | pose | shape: the prior(s) a run trains (the other stays at its init)
+    # pavlakos_e2e (TRAINING_SPEC §5.4): reprojection fine-tuning of the priors
+    e2e_pose_init: str = ""               # pavlakos_priors checkpoint the PosePrior starts from
+    e2e_shape_init: str = ""              # pavlakos_priors checkpoint the ShapePrior starts from
+    e2e_mu: float = 10.0                  # keypoint term's weight against the silhouette term (the paper's mu)
+    e2e_sigma: float = 0.1                # soft-silhouette sharpness, px^2 at 64^2 (SoftRas's 1e-4 normalised)
+    e2e_alternate: bool = True            # a Priors update on synthetic instances after every fine-tuning update
+    e2e_prior_batch: int = 32             # synthetic instances per alternating Priors update
+
+    # ------------------------------------------------------------------ pavlakos_human2d (TRAINING_SPEC §5.2)
+    hg_stacks: int = 2                    # hourglasses (the paper: 2)
+    hg_width: int = 256                   # channels of the hourglass (Newell: 256; cpu tier 64)
+    hg_lambda: float = 100.0              # lambda of L_hg = lambda * L_hm + L_sil
+    hg_sigma: float = 1.0                 # Gaussian target sigma in heatmap pixels
+    hg_in_res: int = 256                  # input crop (maps at hg_in_res / 4); must equal img_res
 
     # ------------------------------------------------------------------ loop
     seed: int = 0
@@ -159,7 +175,7 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
 _CHOICES = {
-    "tier": TIERS, "trainer": ("spin", "mvspin", "holopose", "pavlakos_priors"),
+    "tier": TIERS, "trainer": ("spin", "mvspin", "holopose", "pavlakos_priors", "pavlakos_e2e", "pavlakos_human2d"),
     "prior_param_loss": ("aa", "rotmat"), "prior_param_reduction": ("sum", "mean"), "prior_bank": ("matched", "shifted"),
     "prior_train": ("both", "pose", "shape"),
     "regressor": ("moe", "direct6d", "direct_euler", "global"), "pool_at": ("pred", "gt", "mix"),
@@ -263,18 +279,20 @@ def _validate(cfg: Config) -> Config:
          "trainer: holopose uses no fits dictionary (fits: none, run_fit: false)"),
         (cfg.dp_points >= 0 and cfg.heatmap_sigma >= 0 and 0 <= cfg.pool_mix_prob <= 1,
          "dp_points and heatmap_sigma must be >= 0 and pool_mix_prob in [0, 1]"),
-        (cfg.optimizer != "rmsprop" or cfg.trainer == "pavlakos_priors",
-         "optimizer: rmsprop is only built by trainer: pavlakos_priors"),
+        (cfg.optimizer != "rmsprop" or cfg.trainer in ("pavlakos_priors", "pavlakos_human2d", "pavlakos_e2e"),
+         "optimizer: rmsprop is only built by the pavlakos_* trainers"),
         (0 <= cfg.prior_vertex_steps and (cfg.trainer != "pavlakos_priors" or cfg.prior_vertex_steps <= cfg.num_steps),
          f"prior_vertex_steps must be in [0, num_steps]; got {cfg.prior_vertex_steps}"),
-        (cfg.prior_vertex_subsample >= 0 and cfg.prior_w_vertex >= 0 and cfg.prior_width >= 1,
-         "prior_vertex_subsample and prior_w_vertex must be >= 0, prior_width >= 1"),
+        (cfg.prior_vertex_subsample >= 0 and cfg.prior_w_vertex >= 0 and cfg.prior_width >= 1 and cfg.prior_vertex_ramp >= 0,
+         "prior_vertex_subsample, prior_w_vertex and prior_vertex_ramp must be >= 0, prior_width >= 1"),
         (cfg.prior_bank_size >= 1 and 1 <= cfg.prior_sil_bank_size <= cfg.prior_bank_size,
          "prior_bank_size must be >= 1 and 1 <= prior_sil_bank_size <= prior_bank_size"),
         (cfg.prior_kp_noise >= 0 and 0 <= cfg.prior_drop_prob <= 1 and 0 <= cfg.prior_swap_prob <= 1,
          "prior_kp_noise must be >= 0, prior_drop_prob and prior_swap_prob in [0, 1]"),
-        (cfg.trainer != "pavlakos_priors" or (cfg.fits == "none" and not cfg.run_fit),
-         "trainer: pavlakos_priors uses no fits dictionary (fits: none, run_fit: false)"),
+        (cfg.trainer not in ("pavlakos_priors", "pavlakos_e2e") or (cfg.fits == "none" and not cfg.run_fit),
+         f"trainer: {cfg.trainer} uses no fits dictionary (fits: none, run_fit: false)"),
+        (cfg.e2e_mu >= 0 and cfg.e2e_sigma > 0 and cfg.e2e_prior_batch >= 1,
+         "e2e_mu must be >= 0, e2e_sigma > 0 and e2e_prior_batch >= 1"),
         (cfg.log_every >= 1 and cfg.ckpt_every >= 0 and cfg.eval_every >= 0 and cfg.diag_every >= 0 and cfg.pic_every >= 0,
          "log_every must be >= 1 and the other *_every >= 0"),
     ]

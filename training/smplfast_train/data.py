@@ -63,11 +63,16 @@ def build_train_set(cfg) -> TrainSet:
     """The ``train_splits`` of ``cfg.data`` at ``cfg.img_res`` with SPIN's augmentation (``cfg.augment``),
     mixed by their ratios; seeded by ``cfg.seed``. The length is the largest split's. For
     ``trainer: pavlakos_priors`` the training set is the synthetic-instance bank instead (no images;
-    :func:`smplfast_train.pavlakos.build_prior_train_set`)."""
+    :func:`smplfast_train.pavlakos.build_prior_train_set`); for ``pavlakos_e2e`` simulated detections of
+    one image split (:func:`smplfast_train.pavlakos.build_e2e_train_set`)."""
     if cfg.trainer == "pavlakos_priors":
         from .pavlakos import build_prior_train_set
 
         return build_prior_train_set(cfg)
+    if cfg.trainer == "pavlakos_e2e":
+        from .pavlakos import build_e2e_train_set
+
+        return build_e2e_train_set(cfg)
     names = [n for n, r in cfg.train_splits.items() if r > 0]
     members = []
     aug = SPIN_AUGMENTATION if cfg.augment else NO_AUGMENTATION

@@ -510,3 +510,117 @@ def build_prior_train_set(cfg):
     ds = PriorInstances(InstanceBank(arrays), seed=cfg.seed, noise=cfg.prior_kp_noise, drop_prob=cfg.prior_drop_prob,
                         swap_prob=cfg.prior_swap_prob)
     return TrainSet(ds, [f"prior_{cfg.prior_bank}"], [ds])
+
+
+# ------------------------------------------------------------------ reprojection fine-tuning (§5.4)
+def annotated_keypoints(keypoints49: Tensor) -> Tensor:
+    """SPIN's 49 keypoint rows of dataset items ``(B, 49, 3)`` (normalised crop coordinates) -> the
+    annotated ``lsp_14`` joints ``(B, 14, 3)`` (rows 25..48 = ``spin_24``; confidence = the label's
+    visibility); unlabelled or non-finite rows become (0, 0, 0), the Priors' missing-joint input."""
+    from smplfast.body.keypoints import convert
+
+    kp = convert(keypoints49[:, 25:].float(), "spin_24", "lsp_14")
+    bad = ~torch.isfinite(kp).all(-1) | (kp[..., 2] <= 0)
+    return torch.where(bad[..., None], torch.zeros_like(kp), kp)
+
+
+def weak_perspective_fit(points: Tensor, target: Tensor, weight: Tensor, min_points: int = 2) -> Tuple[Tensor, Tensor, Tensor]:
+    """Closed-form weighted least squares ``argmin_{s, t} Σ_j w_j ‖s·x_j + t − y_j‖²`` per sample.
+
+    ``points`` (B, K, 2) (the model's x, y), ``target`` (B, K, 2), ``weight`` (B, K) >= 0. Returns ``s``
+    (B,), ``t`` (B, 2) and ``ok`` (B,) bool: at least ``min_points`` weighted points, a finite solution and
+    ``s > 0`` (otherwise ``s = 1``, ``t = 0``). Call it on detached points: the camera must not absorb the
+    error it is used to measure (TRAINING_SPEC §5.4)."""
+    w = torch.where(torch.isfinite(weight) & (weight > 0), weight, torch.zeros_like(weight))
+    x = torch.nan_to_num(points)
+    y = torch.nan_to_num(target)
+    wsum = w.sum(1, keepdim=True)                                                  # (B, 1)
+    safe = wsum.clamp_min(1e-12)
+    xm = (w[..., None] * x).sum(1) / safe                                          # (B, 2)
+    ym = (w[..., None] * y).sum(1) / safe
+    xc, yc = x - xm[:, None], y - ym[:, None]
+    num = (w[..., None] * xc * yc).sum((1, 2))
+    den = (w[..., None] * xc * xc).sum((1, 2))
+    s = num / den.clamp_min(1e-12)
+    t = ym - s[:, None] * xm
+    ok = ((w > 0).sum(1) >= min_points) & (den > 1e-12) & (s > 0) & torch.isfinite(s) & torch.isfinite(t).all(1)
+    s = torch.where(ok, s, torch.ones_like(s))
+    t = torch.where(ok[:, None], t, torch.zeros_like(t))
+    return s, t, ok
+
+
+def to_pixels(xy_normalised: Tensor, res: int) -> Tensor:
+    """Crop coordinates in [-1, 1] -> pixels of a ``res`` x ``res`` map (pixel (i, j) has its centre at
+    (j + 0.5, i + 0.5); -1 is the left edge of the crop, +1 the right edge)."""
+    return (xy_normalised + 1.0) * (0.5 * res)
+
+
+def reprojection_losses(joints: Tensor, vertices: Tensor, faces: Tensor, s: Tensor, t: Tensor, target_kp: Tensor,
+                        kp_weight: Tensor, target_mask: Tensor, *, res: int = SIL_RES, sigma: float = 0.1) -> Dict[str, Tensor]:
+    """Pavlakos' Eq. 3 terms per sample, through a weak-perspective camera ``(s, t)`` in normalised crop
+    coordinates: ``kp`` = ``Σ_j w_j ‖Ŵ_j − W_j‖²`` (pixels of the ``res``² map, the Human2D output frame)
+    and ``sil`` = ``Σ_p (Ŝ_p − S_p)²`` with Ŝ :func:`smplfast.ops.soft_silhouette` (``sigma`` in px²;
+    SoftRas's 1e-4 in normalised units is 0.1 px² at 64²).
+
+    ``joints`` (B, K, 3) and ``vertices`` (B, V, 3) in the camera-aligned model frame (x right, y down);
+    ``target_kp`` (B, K, 2) normalised; ``kp_weight`` (B, K); ``target_mask`` (B, res, res) in [0, 1].
+    Returns ``{"kp": (B,), "sil": (B,), "silhouette": (B, res, res)}``. The caller weights ``kp`` by μ."""
+    from smplfast.ops import soft_silhouette
+
+    proj_j = to_pixels(s[:, None, None] * joints[..., :2] + t[:, None], res)
+    w = torch.where(torch.isfinite(kp_weight) & (kp_weight > 0), kp_weight, torch.zeros_like(kp_weight))
+    tgt = torch.where(w[..., None] > 0, to_pixels(torch.nan_to_num(target_kp), res), proj_j.detach())
+    kp = (w * ((proj_j - tgt) ** 2).sum(-1)).sum(1)
+    proj_v = to_pixels(s[:, None, None] * vertices[..., :2] + t[:, None], res)
+    sil_hat = soft_silhouette(proj_v, faces, res, sigma)
+    sil = ((sil_hat - target_mask.to(sil_hat.dtype)) ** 2).sum((1, 2))
+    return {"kp": kp, "sil": sil, "silhouette": sil_hat}
+
+
+class DetectionItems(torch.utils.data.Dataset):
+    """Image-split items for the Priors-only reprojection fine-tuning (TRAINING_SPEC §6.3 E-P step 3):
+    the Priors' inputs are Human2D-like detections simulated from the annotated keypoints (the
+    :func:`simulate_detections` draws of ``(seed, epoch, index)``; unlabelled joints stay missing) and the
+    ground-truth mask; the supervision is the annotation itself. Keys: ``detections`` (14, 3),
+    ``keypoints`` (14, 3) annotated (normalised x, y, visibility), ``mask`` (res, res), ``pose`` (72),
+    ``betas`` (10), ``index``."""
+
+    def __init__(self, dataset, seed: int = 0, noise: float = 0.02, drop_prob: float = 0.3, swap_prob: float = 0.02):
+        self.dataset, self.seed = dataset, int(seed)
+        self.noise, self.drop_prob, self.swap_prob = float(noise), float(drop_prob), float(swap_prob)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        it = self.dataset[int(index)]
+        kp = annotated_keypoints(torch.as_tensor(it["keypoints"])[None])[0]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index), 0xE2E])
+        det = torch.from_numpy(simulate_detections(rng, kp[:, :2].numpy(), noise=self.noise, drop_prob=self.drop_prob,
+                                                   swap_prob=self.swap_prob))
+        det[kp[:, 2] <= 0] = 0.0  # a joint without a label is not detected either
+        return {"detections": det, "keypoints": kp, "mask": torch.as_tensor(np.asarray(it["mask"]), dtype=torch.float32),
+                "pose": torch.as_tensor(it["pose"]).float(), "betas": torch.as_tensor(it["betas"]).float(),
+                "index": torch.tensor(int(index))}
+
+
+def build_e2e_train_set(cfg):
+    """The :class:`~smplfast_train.data.TrainSet` of ``trainer: pavlakos_e2e``: :class:`DetectionItems`
+    over the first of ``train_splits`` (crops and masks at ``SIL_RES``, no augmentation: the detections
+    carry the noise)."""
+    from smplfast.data import SPINDataset
+
+    from .data import TrainSet, split_npz
+
+    names = [n for n, r in cfg.train_splits.items() if r > 0]
+    if len(names) != 1:
+        raise ValueError(f"trainer pavlakos_e2e takes one image split in train_splits; got {names}")
+    npz, root = split_npz(cfg.data, names[0], False)
+    ds = SPINDataset(npz, root, is_train=False, img_res=SIL_RES, load_masks=True, dataset_name=names[0])
+    items = DetectionItems(ds, seed=cfg.seed, noise=cfg.prior_kp_noise, drop_prob=cfg.prior_drop_prob,
+                           swap_prob=cfg.prior_swap_prob)
+    return TrainSet(items, names, [ds])

@@ -14,7 +14,8 @@ pose_vertex     ``(6890/N) Σ‖SMPL(θ̂, β) − SMPL(θ, β)‖²`` through t
 shape_vertex    ``(6890/N) Σ‖SMPL(θ, β̂) − SMPL(θ, β)‖²`` (the silhouette instance's θ)       last ``prior_vertex_steps``
 ==============  ===========================================================================  ==========
 
-The vertex terms are weighted ``prior_w_vertex`` (1: "weighted equally"), on ``prior_vertex_subsample``
+The vertex terms are weighted ``prior_w_vertex`` (1: "weighted equally"; reached over
+``prior_vertex_ramp`` steps), on ``prior_vertex_subsample``
 vertices per step when > 0 (a uniform subset drawn from ``(seed, step)``). The optimiser is RMSprop
 (``optimizer: rmsprop``, PyTorch's defaults alpha 0.99, eps 1e-8) built here.
 
@@ -36,7 +37,7 @@ import torch
 import smplfast
 
 from ..loop import Trainer, TrainingError, _lr_factor, load_checkpoint
-from ..pavlakos import PavlakosPriors, betas_loss, param_loss, prior_vertex_losses
+from ..pavlakos import PavlakosPriors, annotated_keypoints, betas_loss, param_loss, prior_vertex_losses
 from ..rotations import axis_angle_to_matrix
 
 __all__ = ["PavlakosPriorsTrainer", "load_priors_checkpoint", "evaluate_priors", "prior_eval_inputs"]
@@ -59,12 +60,7 @@ def prior_eval_inputs(items) -> Dict[str, torch.Tensor]:
     """Priors' inputs from :class:`smplfast.data.SPINDataset` items (``img_res`` 64, ``load_masks``): the
     annotated keypoints (SPIN's 49 rows 25..48 = ``spin_24``) as ``lsp_14`` (x, y normalised in the crop,
     visibility as confidence; unlabelled or non-finite rows (0, 0, 0)) and the mask (1, 64, 64)."""
-    from smplfast.body.keypoints import convert
-
-    kp49 = torch.stack([torch.as_tensor(it["keypoints"]) for it in items]).float()
-    kp = convert(kp49[:, 25:], "spin_24", "lsp_14")
-    bad = ~torch.isfinite(kp).all(-1) | (kp[..., 2] <= 0)
-    kp = torch.where(bad[..., None], torch.zeros_like(kp), kp)
+    kp = annotated_keypoints(torch.stack([torch.as_tensor(it["keypoints"]) for it in items]).float())
     sil = torch.stack([torch.as_tensor(np.asarray(it["mask"])) for it in items]).float()[:, None]
     return {"keypoints": kp, "silhouette": sil}
 
@@ -140,6 +136,17 @@ class PavlakosPriorsTrainer(Trainer):
         """Whether step ``step`` (0-based) adds the per-vertex loss."""
         return self.vertex_from is not None and step >= self.vertex_from
 
+    def vertex_weight(self, step: int) -> float:
+        """The per-vertex loss weight at step ``step``: ``prior_w_vertex``, reached linearly over the first
+        ``prior_vertex_ramp`` steps of the vertex phase. The vertex term is ~60x the parameter term, and
+        RMSprop's squared-gradient average (decay 0.99) still holds the parameter loss's scale when it
+        switches on: a step change multiplies the first updates by up to ~10 and undid the parameter-loss
+        training in a cpu run (parameter loss 16 -> 60 within 250 steps)."""
+        if not self.vertex_active(step):
+            return 0.0
+        ramp = self.cfg.prior_vertex_ramp
+        return self.cfg.prior_w_vertex * (min(1.0, (step - self.vertex_from + 1) / ramp) if ramp > 0 else 1.0)
+
     def train_step(self, batch: dict):
         cfg, dev = self.cfg, self.device
         times: Dict[str, float] = {}
@@ -162,18 +169,19 @@ class PavlakosPriorsTrainer(Trainer):
             terms["betas"] = betas_loss(betas, sil_betas, cfg.prior_param_reduction)
             weights["betas"] = 1.0
         times["forward"] = time.perf_counter() - t0
-        if self.vertex_active(self.step) and cfg.prior_w_vertex > 0:
+        w_vertex = self.vertex_weight(self.step)
+        if w_vertex > 0:
             t1 = time.perf_counter()
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
             if do_pose:
                 v = prior_vertex_losses(self.smpl, pose, gt_pose, gt_betas, subsample=cfg.prior_vertex_subsample,
                                         generator=gen)
-                terms["pose_vertex"], weights["pose_vertex"] = v["pose"], cfg.prior_w_vertex
+                terms["pose_vertex"], weights["pose_vertex"] = v["pose"], w_vertex
             if do_shape:
                 v = prior_vertex_losses(self.smpl, sil_pose, sil_pose, sil_betas, pred_betas=betas, sil_pose=sil_pose,
                                         sil_betas=sil_betas, subsample=cfg.prior_vertex_subsample, generator=gen,
                                         pose_term=False)
-                terms["shape_vertex"], weights["shape_vertex"] = v["shape"], cfg.prior_w_vertex
+                terms["shape_vertex"], weights["shape_vertex"] = v["shape"], w_vertex
             times["smpl"] = time.perf_counter() - t1
         loss = sum(weights[k] * t for k, t in terms.items())
         stats = {f"loss_{k}": float(t.detach()) for k, t in terms.items()}

@@ -220,3 +220,62 @@ def test_no_labelled_joints_gives_zero_finite_loss(data, priors_ckpt, tmp_path):
     loss.backward()
     assert float(loss.detach()) == 0.0 and stats["camera_ok"] == 0.0
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in tr.model.parameters())
+
+
+# ------------------------------------------------------------------------------------------ whole network
+@pytest.fixture(scope="module")
+def human2d_ckpt(data, tmp_path_factory):
+    from smplfast_train.trainers import Human2DTrainer
+
+    run = tmp_path_factory.mktemp("human2d_run")
+    cfg = load_config("pavlakos_human2d", "cpu", {"data": str(data), "train_splits": {"wild_train": 1.0},
+                                                  "batch_size": 2, "num_steps": 1, "hg_width": 16, "img_res": 128,
+                                                  "hg_in_res": 128, "eval_splits": [], "ckpt_every": 0,
+                                                  "tensorboard": False})
+    Human2DTrainer(cfg, run, progress=False).train()
+    return run / "ckpt" / "last.pt"
+
+
+@pytest.mark.parametrize("kp_extract", ["argmax", "softargmax"])
+def test_whole_network_run_resume_and_gradient_paths(data, priors_ckpt, human2d_ckpt, tmp_path, kp_extract):
+    over = dict(e2e_human2d_init=str(human2d_ckpt), hg_width=16, hg_in_res=128, e2e_kp_extract=kp_extract)
+    full = PavlakosE2ETrainer(_cfg(data, priors_ckpt, **over), tmp_path / "full", progress=False)
+    assert isinstance(full.model, P.PavlakosPipeline) and full.eval_images_res == 128
+    # the reprojection loss alone reaches Human2D: through the confidences and the silhouette (argmax) and
+    # the coordinates too (softargmax)
+    batch = full.stream.next_batch()
+    full.cfg.e2e_alternate = False
+    full.human2d_optimizer, prior_opt, full.prior_optimizer = None, full.prior_optimizer, None
+    loss, stats, _ = full.train_step(batch)
+    loss.backward()
+    g = [p.grad for p in full.model.human2d.parameters() if p.grad is not None]
+    assert g and all(torch.isfinite(x).all() for x in g) and sum(float(x.abs().sum()) for x in g) > 0
+    full.model.zero_grad(set_to_none=True)
+    full.cfg.e2e_alternate, full.prior_optimizer = True, prior_opt
+    full.human2d_optimizer = torch.optim.RMSprop(full.model.human2d.parameters(), lr=full.cfg.lr)
+    full.stream = type(full.stream)(full.train_set.dataset, full.sampler, None, 0)
+    out = full.train()
+    line = json.loads((tmp_path / "full" / "log.jsonl").read_text().splitlines()[-1])
+    for k in ("loss_e2e_kp", "loss_e2e_sil", "hg_loss", "loss_prior_param"):
+        assert math.isfinite(line[k]), k
+    assert math.isfinite(out["eval"]["wild_test"]["mean"]["pve_model_gt_shape"])
+    part = PavlakosE2ETrainer(_cfg(data, priors_ckpt, **over, eval_splits=[], num_steps=1), tmp_path / "part",
+                              progress=False)
+    part.train()
+    res = PavlakosE2ETrainer(_cfg(data, priors_ckpt, **over, eval_splits=[]), tmp_path / "part", resume=True,
+                             progress=False)
+    assert len(res.human2d_optimizer.state_dict()["state"]) > 0
+    res.train()
+    ref = PavlakosE2ETrainer(_cfg(data, priors_ckpt, **over, eval_splits=[]), tmp_path / "ref", progress=False)
+    ref.train()
+    a, b = ref.model.state_dict(), res.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_whole_network_refuses_a_mismatched_human2d(data, priors_ckpt, human2d_ckpt, tmp_path):
+    with pytest.raises(TrainingError, match="hg_width"):
+        PavlakosE2ETrainer(_cfg(data, priors_ckpt, e2e_human2d_init=str(human2d_ckpt), hg_width=32, hg_in_res=128),
+                           tmp_path / "x", progress=False)
+    with pytest.raises(TrainingError, match="pavlakos_human2d"):
+        PavlakosE2ETrainer(_cfg(data, priors_ckpt, e2e_human2d_init=str(priors_ckpt), hg_width=16, hg_in_res=128),
+                           tmp_path / "y", progress=False)

@@ -17,8 +17,9 @@ from smplfast.data.augment import AugmentationConfig
 from smplfast_train.config import ConfigError, load_config
 from smplfast_train.data import collate
 from smplfast_train.heads import hourglass as H
+from smplfast_train.pavlakos import annotated_keypoints
 from smplfast_train.trainers import TRAINERS, Human2DTrainer
-from smplfast_train.trainers.pavlakos_human2d import (annotated_lsp14, evaluate_human2d, load_human2d_checkpoint,
+from smplfast_train.trainers.pavlakos_human2d import (evaluate_human2d, load_human2d_checkpoint,
                                                       mask_at_resolution)
 
 torch.set_num_threads(1)
@@ -154,7 +155,7 @@ def test_keypoint_convention_round_trip(data):
         # at the map's corner the Gaussian is cut: soft-argmax is pulled inward, by less than half a pixel
         assert torch.allclose(back[:, 2], centres[:, 2], atol=1e-6 if mode == "argmax" else 1.0 / W), mode
     it = _ds(data)[0]
-    kp = annotated_lsp14(it["keypoints"][None])
+    kp = annotated_keypoints(it["keypoints"][None])
     inside = (kp[..., 2] > 0) & (kp[..., :2].abs() < 1).all(-1)
     assert inside.sum() >= 8
     hm = H.gaussian_heatmaps(H.normalised_to_heatmap_pixels(kp, W), inside, W)
@@ -212,7 +213,7 @@ def test_flip_swaps_keypoints_and_mirrors_the_mask(data):
         a, b = plain[i], flipped[i]
         assert bool(b["is_flipped"])
         assert torch.equal(b["mask"], a["mask"].flip(-1))
-        ka, kb = annotated_lsp14(a["keypoints"][None])[0], annotated_lsp14(b["keypoints"][None])[0]
+        ka, kb = annotated_keypoints(a["keypoints"][None])[0], annotated_keypoints(b["keypoints"][None])[0]
         mirrored = ka[perm] * torch.tensor([-1.0, 1.0, 1.0])
         assert torch.allclose(kb, mirrored, atol=1e-4)
 
@@ -223,7 +224,7 @@ def test_rotation_and_scale_move_mask_and_keypoints_together(data):
         hits = total = 0
         for i in range(len(ds)):
             it = ds[i]
-            kp = annotated_lsp14(it["keypoints"][None])[0]
+            kp = annotated_keypoints(it["keypoints"][None])[0]
             ok = (kp[:, 2] > 0) & (kp[:, :2].abs() < 0.98).all(-1)
             m = F.max_pool2d(it["mask"].float()[None, None], 5, 1, 2)[0, 0]  # 2-px tolerance at the outline
             px = ((kp[ok, :2] + 1) * 64).long().clamp(0, 127)
@@ -314,7 +315,7 @@ def test_evaluation_metrics_of_an_oracle(data):
 
     class Oracle(torch.nn.Module):
         def forward(self, img):
-            kp = annotated_lsp14(torch.stack([it["keypoints"] for it in items]))
+            kp = annotated_keypoints(torch.stack([it["keypoints"] for it in items]))
             vis = (kp[..., 2] > 0)
             hm = H.gaussian_heatmaps(H.normalised_to_heatmap_pixels(kp, 32), vis, 32)
             m = 2 * mask_at_resolution(torch.stack([it["mask"] for it in items]), 32) - 1

@@ -13,7 +13,14 @@ row                 what it is                                                  
 ``rotvert``         ``rotmat``, then + the per-vertex loss (last 3k of 5k steps)                 priors
 ``e2e``             ``rotvert`` fine-tuned with the reprojection loss (keypoints + silhouette)  e2e
 ``rotvert_step``    ``rotvert`` with the vertex loss switched on at once (no ramp; matched)     priors
+``e2e_noalt``       ``e2e`` without the alternating Priors updates (§8 P7; matched)           e2e
+``pipeline``        Human2D (``human2d_s0``) + the ``rotvert`` / ``shape`` priors, on images   e2e, 0 steps
+``e2e_full``        the whole network fine-tuned (Human2D updates in the round robin)         e2e
 ==================  ==========================================================================  =========
+
+``e2e`` and the rows below it run after the first five (``--e2e-steps`` each); the last four only for the
+first bank and seed. ``pipeline`` and ``e2e_full`` read images (Human2D's keypoints and silhouette), the
+other rows the annotated keypoints and masks.
 
 Every row of a (bank, seed) starts from the same seeded initialisation, draws the same instances and
 detections in the same order and runs the same 5,000 PosePrior steps (``e2e`` adds its fine-tuning steps
@@ -50,6 +57,14 @@ ROWS = {
     "rotvert": ("pavlakos_priors", {}),
     "rotvert_step": ("pavlakos_priors", {"prior_vertex_ramp": 0}),
 }
+#: fine-tuning rows (second phase, from the ``rotvert`` run of the same bank and seed and the ``shape`` run):
+#: row -> (settings, needs Human2D, first bank and seed only)
+E2E_ROWS = {
+    "e2e": ({}, False, False),
+    "e2e_noalt": ({"e2e_alternate": False}, False, True),
+    "pipeline": ({"num_steps": 0}, True, True),
+    "e2e_full": ({}, True, True),
+}
 BANKS = ("matched", "shifted")
 #: (better row, worse row, metric, the paper's claim): "better has the lower value".
 ORDERINGS = (
@@ -57,6 +72,9 @@ ORDERINGS = (
     ("rotvert", "rotmat", "pve_model_gt_shape", "+ per-vertex loss < rot-matrix loss (rows 3 < 2)"),
     ("e2e", "rotvert", "pve_model_gt_shape", "+ reprojection fine-tuning <= + per-vertex (rows 4 <= 3)"),
     ("rotvert", "rotvert_step", "pve_model_gt_shape", "vertex-loss ramp < step switch (our deviation)"),
+    ("e2e", "e2e_noalt", "pve_model_gt_shape", "fine-tuning alternated with Priors updates < without (§8 P7)"),
+    ("e2e_full", "pipeline", "pve_model_gt_shape", "whole network: fine-tuned < before fine-tuning"),
+    ("e2e_full", "pipeline", "pa_mpjpe", "whole network: fine-tuned vs before fine-tuning, PA-MPJPE"),
     ("rotmat", "aa", "pa_mpjpe", "rot-matrix loss vs axis-angle loss, PA-MPJPE"),
     ("rotvert", "rotmat", "pa_mpjpe", "+ per-vertex loss vs rot-matrix loss, PA-MPJPE"),
     ("e2e", "rotvert", "pa_mpjpe", "+ reprojection fine-tuning vs + per-vertex, PA-MPJPE"),
@@ -97,8 +115,30 @@ def train(args) -> None:
                 if "prior_vertex_steps" not in sets:
                     sets["prior_vertex_steps"] = args.steps * 3 // 5
                 todo.append((f"{row}_{bank}_s{seed}", _train_cmd(preset, data, run, sets), run))
+    human2d = runs / "human2d_s0"
+    if any(E2E_ROWS[r][1] for r in args.rows if r in E2E_ROWS) and not _finished(human2d, args.human2d_steps):
+        todo.append(("human2d", _train_cmd("pavlakos_human2d", data, human2d, {
+            "eval_splits": "[wild_test]", "eval_max_samples": args.eval_num, "seed": 0, "num_steps": args.human2d_steps,
+            "eval_every": 1000}), human2d))
     # the long vertex-loss rows first, so the short ones fill the other process
-    todo.sort(key=lambda t: 0 if "rotvert" in t[0] or t[0] == "shape" else 1)
+    todo.sort(key=lambda t: 0 if "rotvert" in t[0] or t[0] in ("shape", "human2d") else 1)
+    run_queue(todo, args.parallel)
+    todo = []
+    for seed in args.seeds:
+        for bank in args.banks:
+            for row, (sets, full, once) in E2E_ROWS.items():
+                if row not in args.rows or (once and not (bank == args.banks[0] and seed == args.seeds[0])):
+                    continue
+                run = _run_dir(runs, row, bank, seed)
+                steps = sets.get("num_steps", args.e2e_steps)
+                if _finished(run, steps):
+                    continue
+                sets = {**common, "num_steps": args.e2e_steps, **sets, "prior_bank": bank, "seed": seed,
+                        "e2e_pose_init": _run_dir(runs, "rotvert", bank, seed) / "ckpt" / "last.pt",
+                        "e2e_shape_init": shape / "ckpt" / "last.pt"}
+                if full:
+                    sets["e2e_human2d_init"] = human2d / "ckpt" / "last.pt"
+                todo.append((f"{row}_{bank}_s{seed}", _train_cmd("pavlakos_e2e", data, run, sets), run))
     run_queue(todo, args.parallel)
 
 
@@ -117,7 +157,7 @@ def report(args) -> dict:
     table, per = {}, {}
     for bank in args.banks:
         for seed in args.seeds:
-            for row in list(ROWS) + ["e2e"]:
+            for row in list(ROWS) + list(E2E_ROWS):
                 r = _final(_run_dir(runs, row, bank, seed))
                 if r is None:
                     continue
@@ -184,9 +224,11 @@ def main(argv=None):
     ap.add_argument("--runs", default="runs/pavlakos")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--banks", nargs="+", default=list(BANKS), choices=BANKS)
-    ap.add_argument("--rows", nargs="+", default=list(ROWS) + ["e2e"], choices=list(ROWS) + ["e2e"])
+    ap.add_argument("--rows", nargs="+", default=list(ROWS) + list(E2E_ROWS), choices=list(ROWS) + list(E2E_ROWS))
     ap.add_argument("--steps", type=int, default=5000, help="PosePrior steps per row (the last 3/5 with the vertex loss)")
     ap.add_argument("--shape-steps", type=int, default=2000)
+    ap.add_argument("--e2e-steps", type=int, default=500)
+    ap.add_argument("--human2d-steps", type=int, default=3000)
     ap.add_argument("--shape-batch", type=int, default=64)
     ap.add_argument("--eval-num", type=int, default=500)
     ap.add_argument("--parallel", type=int, default=2)

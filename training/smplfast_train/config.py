@@ -153,6 +153,8 @@ class Config:
     e2e_sigma: float = 0.1                # soft-silhouette sharpness, px^2 at 64^2 (SoftRas's 1e-4 normalised)
     e2e_alternate: bool = True            # a Priors update on synthetic instances after every fine-tuning update
     e2e_prior_batch: int = 32             # synthetic instances per alternating Priors update
+    e2e_human2d_init: str = ""            # pavlakos_human2d checkpoint: fine-tune the whole network from images
+    e2e_kp_extract: str = "argmax"        # argmax | softargmax: keypoints from Human2D's heatmaps (whole network)
 
     # ------------------------------------------------------------------ pavlakos_human2d (TRAINING_SPEC §5.2)
     hg_stacks: int = 2                    # hourglasses (the paper: 2)
@@ -177,7 +179,7 @@ _HINTS = typing.get_type_hints(Config)
 _CHOICES = {
     "tier": TIERS, "trainer": ("spin", "mvspin", "holopose", "pavlakos_priors", "pavlakos_e2e", "pavlakos_human2d"),
     "prior_param_loss": ("aa", "rotmat"), "prior_param_reduction": ("sum", "mean"), "prior_bank": ("matched", "shifted"),
-    "prior_train": ("both", "pose", "shape"),
+    "prior_train": ("both", "pose", "shape"), "e2e_kp_extract": ("argmax", "softargmax"),
     "regressor": ("moe", "direct6d", "direct_euler", "global"), "pool_at": ("pred", "gt", "mix"),
     "moe_k": (8, 32, 128), "holopose_stage": (1, 2), "optimizer": ("adam", "sgd", "rmsprop"), "lr_schedule": ("constant", "cosine"),
     "fits": ("none", "static", "gt", "first_visit"), "mv_fit": ("multiview", "calibrated", "single_view"),

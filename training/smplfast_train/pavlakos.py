@@ -60,9 +60,10 @@ from .rotations import axis_angle_to_matrix
 
 __all__ = [
     "NUM_KEYPOINTS", "SIL_RES", "CHUNK", "PAPER_NUM_VERTICES", "BANK_FAMILIES", "ResidualBlock", "PosePrior",
-    "ShapePrior", "PavlakosPriors", "bank_families", "make_instances", "render_silhouettes", "pack_silhouettes",
+    "ShapePrior", "PavlakosPriors", "PavlakosPipeline", "bank_families", "make_instances", "render_silhouettes", "pack_silhouettes",
     "unpack_silhouettes", "InstanceBank", "simulate_detections", "PriorInstances", "param_loss", "betas_loss",
-    "vertex_loss", "prior_vertex_losses", "load_bank", "SWAP_GROUPS",
+    "vertex_loss", "prior_vertex_losses", "load_bank", "SWAP_GROUPS", "annotated_keypoints", "weak_perspective_fit",
+    "to_pixels", "reprojection_losses", "DetectionItems", "build_e2e_train_set",
 ]
 
 NUM_KEYPOINTS = 14          # lsp_14
@@ -162,6 +163,35 @@ class PavlakosPriors(nn.Module):
 
     def forward(self, keypoints: Tensor, silhouette: Tensor) -> Tuple[Tensor, Tensor]:
         return self.pose_prior(keypoints), self.shape_prior(silhouette)
+
+
+class PavlakosPipeline(nn.Module):
+    """Human2D + both priors, the paper's whole network (§5.1): ``forward(images=...)`` runs image ->
+    Human2D -> keypoints (``kp_extract``: ``argmax`` or ``softargmax`` of the last stack's heatmaps) and
+    body probability (upsampled to the ShapePrior's 64²) -> PosePrior / ShapePrior, and returns
+    ``(pose, betas, {"outputs": every stack's outputs, "keypoints": (B, K, 3), "silhouette": (B, 1, 64, 64)})``;
+    ``forward(keypoints, silhouette)`` is :class:`PavlakosPriors`' (the priors on given inputs)."""
+
+    def __init__(self, human2d: nn.Module, width: int = 1024, dropout: float = 0.5, kp_extract: str = "argmax"):
+        super().__init__()
+        if kp_extract not in ("argmax", "softargmax"):
+            raise ValueError(f"PavlakosPipeline: kp_extract must be 'argmax' or 'softargmax'; got {kp_extract!r}")
+        self.human2d = human2d
+        self.pose_prior = PosePrior(width=width, dropout=dropout)
+        self.shape_prior = ShapePrior(width=width, dropout=dropout)
+        self.kp_extract = kp_extract
+
+    def forward(self, keypoints: Optional[Tensor] = None, silhouette: Optional[Tensor] = None, *,
+                images: Optional[Tensor] = None):
+        if images is None:
+            return self.pose_prior(keypoints), self.shape_prior(silhouette)
+        from .heads.hourglass import extract_keypoints, silhouette_from_logits
+
+        outs = self.human2d(images)
+        kp = extract_keypoints(outs[-1].heatmaps, self.kp_extract)
+        sil = torch.nn.functional.interpolate(silhouette_from_logits(outs[-1].silhouette), size=(SIL_RES, SIL_RES),
+                                              mode="bilinear", align_corners=False)
+        return self.pose_prior(kp), self.shape_prior(sil), {"outputs": outs, "keypoints": kp, "silhouette": sil}
 
 
 # ------------------------------------------------------------------------------------ instances
@@ -582,11 +612,13 @@ class DetectionItems(torch.utils.data.Dataset):
     the Priors' inputs are Human2D-like detections simulated from the annotated keypoints (the
     :func:`simulate_detections` draws of ``(seed, epoch, index)``; unlabelled joints stay missing) and the
     ground-truth mask; the supervision is the annotation itself. Keys: ``detections`` (14, 3),
-    ``keypoints`` (14, 3) annotated (normalised x, y, visibility), ``mask`` (res, res), ``pose`` (72),
-    ``betas`` (10), ``index``."""
+    ``keypoints`` (14, 3) annotated (normalised x, y, visibility), ``mask`` (64, 64), ``pose`` (72),
+    ``betas`` (10), ``index``; with ``images`` (the whole network) also ``img``, ``keypoints49`` (SPIN's
+    rows) and ``mask_full`` at the crop's resolution (a multiple of 64; ``mask`` is its area reduction)."""
 
-    def __init__(self, dataset, seed: int = 0, noise: float = 0.02, drop_prob: float = 0.3, swap_prob: float = 0.02):
-        self.dataset, self.seed = dataset, int(seed)
+    def __init__(self, dataset, seed: int = 0, noise: float = 0.02, drop_prob: float = 0.3, swap_prob: float = 0.02,
+                 images: bool = False):
+        self.dataset, self.seed, self.images = dataset, int(seed), bool(images)
         self.noise, self.drop_prob, self.swap_prob = float(noise), float(drop_prob), float(swap_prob)
         self.epoch = 0
 
@@ -603,15 +635,23 @@ class DetectionItems(torch.utils.data.Dataset):
         det = torch.from_numpy(simulate_detections(rng, kp[:, :2].numpy(), noise=self.noise, drop_prob=self.drop_prob,
                                                    swap_prob=self.swap_prob))
         det[kp[:, 2] <= 0] = 0.0  # a joint without a label is not detected either
-        return {"detections": det, "keypoints": kp, "mask": torch.as_tensor(np.asarray(it["mask"]), dtype=torch.float32),
-                "pose": torch.as_tensor(it["pose"]).float(), "betas": torch.as_tensor(it["betas"]).float(),
-                "index": torch.tensor(int(index))}
+        mask = torch.as_tensor(np.asarray(it["mask"]), dtype=torch.float32)
+        out = {"detections": det, "keypoints": kp, "pose": torch.as_tensor(it["pose"]).float(),
+               "betas": torch.as_tensor(it["betas"]).float(), "index": torch.tensor(int(index))}
+        if self.images:  # the whole network: the crop, SPIN's 49 keypoints and the full-resolution mask too
+            out.update(img=torch.as_tensor(it["img"]), keypoints49=torch.as_tensor(it["keypoints"]).float(), mask_full=mask)
+            res = mask.shape[-1]
+            if res % SIL_RES:
+                raise ValueError(f"DetectionItems: the crop size {res} is not a multiple of {SIL_RES}")
+            mask = (torch.nn.functional.avg_pool2d(mask[None, None], res // SIL_RES)[0, 0] >= 0.5).float()
+        out["mask"] = mask
+        return out
 
 
 def build_e2e_train_set(cfg):
     """The :class:`~smplfast_train.data.TrainSet` of ``trainer: pavlakos_e2e``: :class:`DetectionItems`
-    over the first of ``train_splits`` (crops and masks at ``SIL_RES``, no augmentation: the detections
-    carry the noise)."""
+    over the one split of ``train_splits`` (crops and masks at ``SIL_RES``, or at ``hg_in_res`` with the
+    images when ``e2e_human2d_init`` is set; no augmentation: the detections carry the noise)."""
     from smplfast.data import SPINDataset
 
     from .data import TrainSet, split_npz
@@ -620,7 +660,9 @@ def build_e2e_train_set(cfg):
     if len(names) != 1:
         raise ValueError(f"trainer pavlakos_e2e takes one image split in train_splits; got {names}")
     npz, root = split_npz(cfg.data, names[0], False)
-    ds = SPINDataset(npz, root, is_train=False, img_res=SIL_RES, load_masks=True, dataset_name=names[0])
+    full = bool(cfg.e2e_human2d_init)
+    ds = SPINDataset(npz, root, is_train=False, img_res=cfg.hg_in_res if full else SIL_RES, load_masks=True,
+                     dataset_name=names[0])
     items = DetectionItems(ds, seed=cfg.seed, noise=cfg.prior_kp_noise, drop_prob=cfg.prior_drop_prob,
-                           swap_prob=cfg.prior_swap_prob)
+                           swap_prob=cfg.prior_swap_prob, images=full)
     return TrainSet(items, names, [ds])

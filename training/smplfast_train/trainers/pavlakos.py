@@ -66,16 +66,18 @@ def prior_eval_inputs(items) -> Dict[str, torch.Tensor]:
 
 
 def evaluate_priors(model: torch.nn.Module, split_dir, *, max_samples: Optional[int] = None, batch_size: int = 64,
-                    device="cpu", models=None) -> Dict[str, object]:
+                    device="cpu", models=None, images_res: int = 0) -> Dict[str, object]:
     """The priors on a split folder (module docstring): ``{"split", "num", "sample_index", "per_sample",
-    "mean", "units", "time_s"}``."""
+    "mean", "units", "time_s"}``. ``images_res`` > 0: ``model`` is a
+    :class:`~smplfast_train.pavlakos.PavlakosPipeline` fed the crops at that resolution (the whole network,
+    Human2D's keypoints and silhouette instead of the annotations)."""
     from smplfast.data import SPINDataset
 
     from ..eval.metrics import MESH_METRICS, METRIC_UNITS, load_eval_models, mesh_metrics, pred_body
     from ..eval.runner import resolve_split
 
     npz, root, name = resolve_split(split_dir)
-    ds = SPINDataset(npz, root, is_train=False, img_res=64, load_masks=True)
+    ds = SPINDataset(npz, root, is_train=False, img_res=images_res or 64, load_masks=not images_res)
     n = len(ds) if not max_samples else min(len(ds), int(max_samples))
     if models is None:
         models = load_eval_models(device=device, keypoints_2d=False)
@@ -87,12 +89,15 @@ def evaluate_priors(model: torch.nn.Module, split_dir, *, max_samples: Optional[
     try:
         for s in range(0, n, batch_size):
             items = [ds[i] for i in range(s, min(n, s + batch_size))]
-            inp = prior_eval_inputs(items)
             gt_pose = torch.stack([torch.as_tensor(it["pose"]) for it in items]).double()
             gt_betas = torch.stack([torch.as_tensor(it["betas"]) for it in items]).double()
             gender = [int(it["gender"]) for it in items]
             with torch.no_grad():
-                pose, betas = model(inp["keypoints"].to(device), inp["silhouette"].to(device))
+                if images_res:
+                    pose, betas, _ = model(images=torch.stack([torch.as_tensor(it["img"]) for it in items]).to(device))
+                else:
+                    inp = prior_eval_inputs(items)
+                    pose, betas = model(inp["keypoints"].to(device), inp["silhouette"].to(device))
             B = pose.shape[0]
             rotmat = axis_angle_to_matrix(pose.double().reshape(B, 24, 3))
             m = mesh_metrics(rotmat, betas.double(), gt_pose, gt_betas, gender, models, return_bodies=True)
@@ -119,6 +124,9 @@ class PavlakosPriorsTrainer(Trainer):
     @property
     def find_unused_parameters(self) -> bool:  # DDP: one prior gets no gradient when only the other trains
         return self.cfg.prior_train != "both"
+
+    #: > 0: evaluate the whole network on crops of this size (``pavlakos_e2e`` with Human2D)
+    eval_images_res = 0
 
     def build_model(self) -> torch.nn.Module:
         return PavlakosPriors(width=self.cfg.prior_width)
@@ -202,7 +210,7 @@ class PavlakosPriorsTrainer(Trainer):
 
         def one(split_dir):
             return evaluate_priors(self.model, split_dir, max_samples=cfg.eval_max_samples or None, device=self.device,
-                                   models=self._eval_models)
+                                   models=self._eval_models, images_res=self.eval_images_res)
 
         results = self.evaluate_splits(step, one, {"preset": cfg.preset, "prior_param_loss": cfg.prior_param_loss,
                                                    "prior_vertex_steps": cfg.prior_vertex_steps,

@@ -21,6 +21,14 @@ One iteration (the round robin of §5.4, Priors first):
 The Priors start from ``e2e_pose_init`` / ``e2e_shape_init`` (``pavlakos_priors`` checkpoints). The
 evaluation is :func:`~smplfast_train.trainers.pavlakos.evaluate_priors`', so the rows of Table 1 are
 measured alike.
+
+**The whole network** (``e2e_human2d_init``: a ``pavlakos_human2d`` checkpoint, with matching ``hg_*``):
+the model is a :class:`~smplfast_train.pavlakos.PavlakosPipeline`; the crops (``hg_in_res``) go through
+Human2D, whose last stack gives the keypoints (``e2e_kp_extract``: argmax, so the reprojection gradient
+reaches Human2D through the confidences and the silhouette only, as in the paper; or softargmax, through
+the coordinates too) and the body probability the ShapePrior reads. The round robin gains a Human2D update
+on its own loss ``L_hg`` (the batch's annotated keypoints and masks; its own RMSprop) between the Priors
+update and the reprojection update. The evaluation then runs the whole network on the split's crops.
 """
 from __future__ import annotations
 
@@ -33,9 +41,11 @@ import torch
 import smplfast
 
 from ..loop import TrainingError, load_checkpoint
-from ..pavlakos import (InstanceBank, PriorInstances, betas_loss, load_bank, param_loss, prior_bank_folder,
-                        prior_vertex_losses, reprojection_losses, weak_perspective_fit)
+from ..pavlakos import (InstanceBank, PavlakosPipeline, PriorInstances, betas_loss, load_bank, param_loss,
+                        prior_bank_folder, prior_vertex_losses, reprojection_losses, weak_perspective_fit)
 from .pavlakos import PavlakosPriorsTrainer
+from .pavlakos_human2d import human2d_batch_loss, human2d_net
+from .spin import mask_nonfinite_inputs
 
 __all__ = ["PavlakosE2ETrainer"]
 
@@ -43,11 +53,26 @@ __all__ = ["PavlakosE2ETrainer"]
 class PavlakosE2ETrainer(PavlakosPriorsTrainer):
     """Reprojection fine-tuning alternated with Priors updates (module docstring)."""
 
-    find_unused_parameters = False
+    @property
+    def find_unused_parameters(self) -> bool:  # DDP: the Human2D and Priors updates each leave the others out
+        return bool(self.cfg.e2e_human2d_init)
+
+    def build_model(self) -> torch.nn.Module:
+        cfg = self.cfg
+        if not cfg.e2e_human2d_init:
+            return super().build_model()
+        return PavlakosPipeline(human2d_net(cfg), width=cfg.prior_width, kp_extract=cfg.e2e_kp_extract)
 
     def setup(self) -> None:
         super().setup()
         cfg = self.cfg
+        self.full = bool(cfg.e2e_human2d_init)
+        self.human2d_optimizer = None
+        if self.full:
+            self._load_human2d(cfg.e2e_human2d_init)
+            self.eval_images_res = cfg.hg_in_res
+            self.human2d_optimizer = torch.optim.RMSprop(self.model.human2d.parameters(), lr=cfg.lr,
+                                                         weight_decay=cfg.weight_decay)
         self.smpl_kp = smplfast.SMPL(keypoints="lsp_14", create_betas=False, create_global_orient=False,
                                                     create_body_pose=False, create_transl=False).to(self.device)
         self.faces = torch.as_tensor(np.asarray(self.smpl_kp.faces, dtype=np.int64), device=self.device)
@@ -61,7 +86,19 @@ class PavlakosE2ETrainer(PavlakosPriorsTrainer):
                                cfg.prior_sil_bank_size)
             self.instances = PriorInstances(InstanceBank(arrays), seed=cfg.seed, noise=cfg.prior_kp_noise,
                                             drop_prob=cfg.prior_drop_prob, swap_prob=cfg.prior_swap_prob)
-            self.prior_optimizer = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            prior_params = list(self.model.pose_prior.parameters()) + list(self.model.shape_prior.parameters())
+            self.prior_optimizer = torch.optim.RMSprop(prior_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _load_human2d(self, path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        src = ckpt.get("config", {})
+        if src.get("trainer") != "pavlakos_human2d":
+            raise TrainingError(f"e2e_human2d_init {path} is not a pavlakos_human2d checkpoint")
+        for key in ("hg_stacks", "hg_width", "hg_in_res"):
+            if src.get(key) != getattr(self.cfg, key):
+                raise TrainingError(f"e2e_human2d_init {path} has {key} = {src.get(key)}; this run has "
+                                    f"{getattr(self.cfg, key)} (set it to match)")
+        self.model.human2d.load_state_dict(ckpt["model"])
 
     def _load_prior(self, path, module: torch.nn.Module, prefix: str, key: str) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
@@ -80,11 +117,13 @@ class PavlakosE2ETrainer(PavlakosPriorsTrainer):
         return self.cfg.prior_w_vertex
 
     def extra_state(self) -> dict:
-        return {"prior_optimizer": self.prior_optimizer.state_dict()} if self.prior_optimizer is not None else {}
+        return {k: o.state_dict() for k, o in (("prior_optimizer", self.prior_optimizer),
+                                               ("human2d_optimizer", self.human2d_optimizer)) if o is not None}
 
     def load_extra_state(self, state: dict) -> None:
-        if self.prior_optimizer is not None and "prior_optimizer" in state:
-            self.prior_optimizer.load_state_dict(state["prior_optimizer"])
+        for k, o in (("prior_optimizer", self.prior_optimizer), ("human2d_optimizer", self.human2d_optimizer)):
+            if o is not None and k in state:
+                o.load_state_dict(state[k])
 
     # ------------------------------------------------------------------------------------ one iteration
     def _prior_update(self, stats: Dict[str, float]) -> None:
@@ -111,23 +150,49 @@ class PavlakosE2ETrainer(PavlakosPriorsTrainer):
             ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters())
             if ok:
                 self.prior_optimizer.step()
-        self.prior_optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         stats.update({f"loss_prior_{k}": float(t.detach()) for k, t in terms.items()})
         stats["prior_update_skipped"] = float(not ok)
+
+    def _human2d_update(self, batch: dict, stats: Dict[str, float]) -> None:
+        """One update of Human2D on its own loss L_hg with this batch's annotated keypoints and masks."""
+        hb = {"img": batch["img"], "keypoints": batch["keypoints49"], "mask": batch["mask_full"]}
+        loss, st = human2d_batch_loss(lambda img: self.net(images=img)[2]["outputs"], hb, self.cfg, self.device)
+        self.human2d_optimizer.zero_grad(set_to_none=True)
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+            ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters())
+            if ok:
+                self.human2d_optimizer.step()
+        self.model.zero_grad(set_to_none=True)
+        stats.update({f"hg_{k}": v for k, v in st.items()})
+        stats["hg_update_skipped"] = float(not ok)
 
     def train_step(self, batch: dict):
         cfg, dev = self.cfg, self.device
         times: Dict[str, float] = {}
         stats: Dict[str, float] = {}
-        if self.prior_optimizer is not None:  # the round robin: a Priors update, then the reprojection update
+        # the round robin of §5.4: a Priors update, a Human2D update (whole network), the reprojection update
+        if self.prior_optimizer is not None:
             t2 = time.perf_counter()
             self._prior_update(stats)
             times["prior_update"] = time.perf_counter() - t2
+        if self.human2d_optimizer is not None and cfg.e2e_alternate:
+            t2 = time.perf_counter()
+            self._human2d_update(batch, stats)
+            times["human2d_update"] = time.perf_counter() - t2
         t0 = time.perf_counter()
-        det = batch["detections"].to(dev).float()
         kp = batch["keypoints"].to(dev).float()
         mask = batch["mask"].to(dev).float()
-        pose, betas = self.net(det, mask[:, None])
+        if self.full:
+            img, _, ok_img, _ = mask_nonfinite_inputs(batch["img"], batch["keypoints49"])
+            pose, betas, aux = self.net(images=img.to(dev))
+            kp = torch.where(ok_img.to(dev)[:, None, None], kp, torch.zeros_like(kp))  # a NaN image: no supervision
+            stats["kp_detected"] = float((aux["keypoints"][..., 2] > 0).float().mean())
+        else:
+            det = batch["detections"].to(dev).float()
+            pose, betas = self.net(det, mask[:, None])
         dt = self.smpl_kp.v_template.dtype
         out = self.smpl_kp(global_orient=pose[:, :3].to(dt), body_pose=pose[:, 3:].to(dt), betas=betas.to(dt))
         joints, verts = out.joints.float(), out.vertices.float()

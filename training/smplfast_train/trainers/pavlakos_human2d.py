@@ -31,7 +31,7 @@ background pixel accuracy) and ``fb_f1`` (F1 of the body pixels); per sample, in
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,9 +43,10 @@ from ..data import TrainSet, split_npz
 from ..heads.hourglass import (StackedHourglass, extract_keypoints, gaussian_heatmaps, human2d_loss,
                                normalised_to_heatmap_pixels, silhouette_from_logits)
 from ..loop import Trainer, TrainingError, _lr_factor, load_checkpoint
+from ..pavlakos import annotated_keypoints
 from .spin import mask_nonfinite_inputs
 
-__all__ = ["Human2DTrainer", "human2d_net", "load_human2d_checkpoint", "annotated_lsp14", "mask_at_resolution",
+__all__ = ["Human2DTrainer", "human2d_net", "human2d_batch_loss", "load_human2d_checkpoint", "mask_at_resolution",
            "build_human2d_train_set", "evaluate_human2d", "PCK_THRESHOLDS"]
 
 #: PCK thresholds, fractions of the crop side.
@@ -68,16 +69,6 @@ def load_human2d_checkpoint(path, device="cpu"):
     net = human2d_net(cfg).to(device)
     net.load_state_dict(ckpt["model"])
     return net.eval(), cfg
-
-
-def annotated_lsp14(kp49: torch.Tensor) -> torch.Tensor:
-    """The annotated keypoints (B, 14, 3) in ``lsp_14`` order of SPIN's 49 rows (B, 49, 3) (rows 25..48 =
-    ``spin_24``); unlabelled (visibility <= 0) or non-finite rows are (0, 0, 0)."""
-    from smplfast.body.keypoints import convert
-
-    kp = convert(kp49[:, 25:].float(), "spin_24", "lsp_14")
-    bad = ~torch.isfinite(kp).all(-1) | (kp[..., 2] <= 0)
-    return torch.where(bad[..., None], torch.zeros_like(kp), kp)
 
 
 def mask_at_resolution(mask: torch.Tensor, res: int) -> torch.Tensor:
@@ -136,7 +127,7 @@ def evaluate_human2d(model: torch.nn.Module, split_dir, *, in_res: int, max_samp
         for s in range(0, n, batch_size):
             items = [ds[i] for i in range(s, min(n, s + batch_size))]
             img = torch.stack([it["img"] for it in items]).to(device)
-            gt = annotated_lsp14(torch.stack([it["keypoints"] for it in items])).to(device)
+            gt = annotated_keypoints(torch.stack([it["keypoints"] for it in items])).to(device)
             mask = torch.stack([it["mask"] for it in items]).to(device)
             with torch.no_grad():
                 last = model(img)[-1]
@@ -158,6 +149,27 @@ def evaluate_human2d(model: torch.nn.Module, split_dir, *, in_res: int, max_samp
     return {"split": name, "num": n, "sample_index": list(range(n)), "per_sample": per, "mean": mean,
             "units": {k: "fraction" for k in keys}, "num_nan": {k: int(np.sum(~np.isfinite(v))) for k, v in per.items()},
             "time_s": {"total": time.perf_counter() - t0}}
+
+
+def human2d_batch_loss(net, batch: dict, cfg, device) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """:func:`~smplfast_train.heads.hourglass.human2d_loss` of ``net`` on a batch with ``img``, SPIN's 49
+    ``keypoints`` and the crop ``mask`` (module docstring: targets, masking of non-finite samples);
+    returns ``(loss, statistics)``. Shared by ``pavlakos_human2d`` and the Human2D updates of
+    ``pavlakos_e2e``."""
+    img, kp49, ok, masked = mask_nonfinite_inputs(batch["img"], batch["keypoints"])
+    img, ok = img.to(device), ok.to(device)
+    kp = annotated_keypoints(kp49.to(device))
+    labelled = (kp[..., 2] > 0) & ok[:, None]
+    outs = net(img)
+    res = outs[-1].heatmaps.shape[-1]
+    with torch.no_grad():
+        target = gaussian_heatmaps(normalised_to_heatmap_pixels(kp, res), labelled, res, cfg.hg_sigma)
+        mask = mask_at_resolution(batch["mask"].to(device), res)
+    loss, terms = human2d_loss(outs, target, mask, labelled.float(), cfg.hg_lambda, mask_weight=ok.float())
+    stats = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+    stats.update(loss=float(loss.detach()), masked_nonfinite=float(masked), kp_labelled=float(labelled.float().mean()),
+                 mask_fg=float(mask.mean()))
+    return loss, stats
 
 
 class Human2DTrainer(Trainer):
@@ -183,26 +195,10 @@ class Human2DTrainer(Trainer):
         self.train_set = train_set
 
     def train_step(self, batch: dict):
-        cfg, dev = self.cfg, self.device
         times: Dict[str, float] = {}
         t0 = time.perf_counter()
-        img, kp49, ok, masked = mask_nonfinite_inputs(batch["img"], batch["keypoints"])
-        img, ok = img.to(dev), ok.to(dev)
-        kp = annotated_lsp14(kp49.to(dev))
-        labelled = (kp[..., 2] > 0) & ok[:, None]
-        times["prepare"] = time.perf_counter() - t0
-
-        t1 = time.perf_counter()
-        outs = self.net(img)
-        res = outs[-1].heatmaps.shape[-1]
-        with torch.no_grad():
-            target = gaussian_heatmaps(normalised_to_heatmap_pixels(kp, res), labelled, res, cfg.hg_sigma)
-            mask = mask_at_resolution(batch["mask"].to(dev), res)
-        loss, terms = human2d_loss(outs, target, mask, labelled.float(), cfg.hg_lambda, mask_weight=ok.float())
-        times["forward"] = time.perf_counter() - t1
-        stats = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
-        stats.update(loss=float(loss.detach()), masked_nonfinite=float(masked),
-                     kp_labelled=float(labelled.float().mean()), mask_fg=float(mask.mean()))
+        loss, stats = human2d_batch_loss(self.net, batch, self.cfg, self.device)
+        times["forward"] = time.perf_counter() - t0
         return loss, stats, times
 
     # ------------------------------------------------------------------------------------ evaluation

@@ -256,6 +256,7 @@ def test_cuda_tensor_on_cpu_only_build_gives_clear_error(monkeypatch):
     real = _backend._C
     cpu_only = types.SimpleNamespace(build_info=lambda: {**real.build_info(), "cuda": False}, Target=real.Target)
     monkeypatch.setattr(_backend, "_C", cpu_only)  # what a build without nvcc reports
+    monkeypatch.setattr(_backend, "_BUILT_WITH_CUDA", False)  # read from build_info() once, at import
 
     class CudaTensorStandIn:  # torch's CPU wheel cannot allocate a CUDA tensor; only .device is read
         device = torch.device("cuda", 0)

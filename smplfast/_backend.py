@@ -109,12 +109,16 @@ def check_cuda_driver() -> None:
     _driver_checked = True
 
 
+#: Whether the compiled module holds CUDA kernels (read once: build_info() builds a dict per call).
+_BUILT_WITH_CUDA = bool(_C.build_info()["cuda"])
+
+
 def target(t: torch.Tensor) -> "_C.Target":
     """Where a kernel runs for tensor `t`: the CPU, or its CUDA device on torch's current stream."""
     if t.device.type == "cpu":
         return _C.Target(0, 0, 0)
     if t.device.type == "cuda":
-        if not _C.build_info()["cuda"]:
+        if not _BUILT_WITH_CUDA:
             raise RuntimeError(
                 "smplfast was built without CUDA kernels, but got a tensor on "
                 f"{t.device}; move the inputs to the CPU or rebuild with SMPLFAST_CUDA=ON "

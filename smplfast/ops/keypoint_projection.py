@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, check_float, check_shape, dtype_code, target as _target
+from ._value_checks import check_once
 from .kinematic_chain import kinematic_chain_reference
 from .rodrigues import rodrigues_reference
 from .sparse_lbs import sparse_lbs_reference
@@ -162,7 +163,8 @@ def _check(op, model, has_pose_blend, pose, betas, transl, cam_rot, cam_transl, 
 
 
 def _check_indices(op, parents, lbs_idx, regressor_ptr, regressor_col, S) -> None:
-    """Index values the kernel trusts (on CUDA one small host copy, so one device sync)."""
+    """Index values the kernel trusts (on CUDA one small host copy, so one device sync); run once per
+    set of model tensors by :func:`~smplfast.ops._value_checks.check_once`."""
     J = parents.shape[0]
     tensors = (parents, lbs_idx.reshape(-1), regressor_ptr, regressor_col)
     if parents.device.type == "cpu":
@@ -202,7 +204,8 @@ def _project_keypoints(parents: Tensor, joint_template: Tensor, joint_shapedirs:
     inputs = (pose, betas, transl, cam_rot, cam_transl, focal, center, target, weight)
     _check(OP, model, has_pose_blend, *inputs, sigma)
     S = vertex_template.shape[0]
-    _check_indices(OP, parents, lbs_idx, regressor_ptr, regressor_col, S)
+    check_once(f"{OP}:S={S}", (parents, lbs_idx, regressor_ptr, regressor_col),
+               lambda: _check_indices(OP, parents, lbs_idx, regressor_ptr, regressor_col, S))
     B, J = pose.shape[:2]
     nb = joint_shapedirs.shape[2]
     Nk = regressor_ptr.shape[0] - 1
@@ -276,7 +279,8 @@ def project_keypoints(model, pose: Tensor, betas: Tensor, transl: Tensor, cam_ro
 
     Float32 or float64, CPU or CUDA, no autograd: the outputs are constants to autograd (calling
     backward through them raises); the Jacobian is the derivative. Index tensors of the model are
-    validated on every call (a small host copy; one device sync on CUDA).
+    validated once per model (a small host copy, one device sync on CUDA, on the first call; again if a
+    tensor is replaced or modified in place).
     """
     return _project_keypoints(*_model_tensors(model), bool(model.has_pose_blend), pose, betas, transl, cam_rot,
                               cam_transl, focal, center, target, weight, sigma, compute_jacobian)

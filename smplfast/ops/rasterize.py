@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, dtype_code, target as _target
+from ._value_checks import check_once, value_checks_enabled
 
 OP = "smplfast.rasterize"
 FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -95,17 +96,23 @@ def _check_near(op: str, near) -> None:
 
 
 def _check_values(op: str, vertices: Tensor, faces: Tensor, focal: Tensor, center: Tensor) -> None:
-    """Values the kernels trust, gathered into one small host copy (one device sync on CUDA)."""
-    V, dev = vertices.shape[1], vertices.device
-    stats = list(torch.aminmax(faces)) if faces.numel() else []
-    stats += [torch.isfinite(t).all().long() for t in (vertices, focal, center)]
-    stats.append((focal > 0).all().long())
-    host = torch.stack([x.to(dev) for x in stats]).tolist()
+    """Values the kernels trust. The face indices (a model constant) are checked once per faces tensor
+    (:func:`~smplfast.ops._value_checks.check_once`); the finiteness of the per-call values on the CPU,
+    and on CUDA only with value checks on (the kernels cull faces with non-finite projections)."""
+    V = vertices.shape[1]
     if faces.numel():
-        lo, hi = host[0], host[1]
-        if lo < 0 or hi >= V:
-            raise ValueError(f"{op}: faces must index vertices in [0, {V}); got values in [{lo}, {hi}]")
-    finite_v, finite_f, finite_c, positive = host[-4:]
+        def faces_in_range():
+            lo, hi = (int(x) for x in torch.stack(list(torch.aminmax(faces))).tolist())
+            if lo < 0 or hi >= V:
+                raise ValueError(f"{op}: faces must index vertices in [0, {V}); got values in [{lo}, {hi}]")
+
+        check_once(f"{op}:faces<{V}", (faces,), faces_in_range)
+    if not value_checks_enabled(vertices.device):
+        return
+    dev = vertices.device
+    stats = [torch.isfinite(t).all().long() for t in (vertices, focal, center)]
+    stats.append((focal > 0).all().long())
+    finite_v, finite_f, finite_c, positive = torch.stack([x.to(dev) for x in stats]).tolist()
     for ok, name, t in ((finite_v, "vertices", vertices), (finite_f, "focal", focal), (finite_c, "center", center)):
         if not ok:
             first = tuple(int(i) for i in torch.nonzero(~torch.isfinite(t))[0])
@@ -410,7 +417,8 @@ def rasterize(vertices: Tensor, faces: Tensor, focal: CameraParam, center: Camer
     Coverage, tie and depth rules are in the module docstring; :func:`rasterize_reference` implements
     them in plain PyTorch. The CPU and CUDA kernels and the reference run the same float64 operations
     in the same order (no fused multiply-adds), so they agree on face ids, ties included. Not differentiable (backward raises); use :func:`interpolate` for differentiable maps.
-    Validation of index and finite values costs one device sync on CUDA.
+    The face indices are validated once per faces tensor (one device sync on CUDA, the first time);
+    the finite values on the CPU, and on CUDA with :func:`smplfast.ops.value_checks` on.
     """
     faces = as_faces(OP, faces, vertices)
     f, c, H, W, near = _prepare(OP, vertices, faces, focal, center, image_size, near)

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, dtype_code, target as _target
+from ._value_checks import check_once, value_checks_enabled
 from ._grad_checks import check_grad, check_saved
 
 OP = "smplfast.soft_silhouette"
@@ -115,16 +116,18 @@ def cutoff_distance2(sigma: float, cutoff: float) -> float:
 
 
 def _check_values(op: str, verts_2d: Tensor, faces: Tensor) -> None:
-    """Values the kernels trust, gathered into one small host copy (one device sync on CUDA)."""
-    V, dev = verts_2d.shape[1], verts_2d.device
-    stats = [x.to(torch.int64) for x in torch.aminmax(faces)] if faces.numel() else []
-    stats.append(torch.isfinite(verts_2d).all().to(device=dev, dtype=torch.int64))
-    host = torch.stack(stats).tolist()
+    """Values the kernels trust. The face indices (a model constant) are checked once per faces tensor
+    (:func:`~smplfast.ops._value_checks.check_once`); the vertices' finiteness on the CPU, and on CUDA only
+    with value checks on (the kernels give faces of non-finite area no part)."""
+    V = verts_2d.shape[1]
     if faces.numel():
-        lo, hi = host[0], host[1]
-        if lo < 0 or hi >= V:
-            raise ValueError(f"{op}: faces must index vertices in [0, {V}); got values in [{lo}, {hi}]")
-    if not host[-1]:
+        def faces_in_range():
+            lo, hi = (int(x) for x in torch.stack([x.to(torch.int64) for x in torch.aminmax(faces)]).tolist())
+            if lo < 0 or hi >= V:
+                raise ValueError(f"{op}: faces must index vertices in [0, {V}); got values in [{lo}, {hi}]")
+
+        check_once(f"{op}:faces<{V}", (faces,), faces_in_range)
+    if value_checks_enabled(verts_2d.device) and not bool(torch.isfinite(verts_2d).all()):
         first = tuple(int(i) for i in torch.nonzero(~torch.isfinite(verts_2d))[0])
         raise ValueError(f"{op}: verts_2d must be finite; got {verts_2d[first].item()} at index {first}")
 
@@ -337,8 +340,8 @@ def soft_silhouette(verts_2d: Tensor, faces: Tensor, image_size: ImageSize, sigm
         :func:`soft_silhouette_reference`). The backward is analytic (a custom op); it is not twice
         differentiable. On CUDA, sums use float atomics (results can differ in the last bits from run
         to run); the CPU kernel is deterministic. Raises ValueError for bad shapes, dtypes, devices,
-        ``sigma <= 0``, out-of-range faces and non-finite vertices (the value check costs one device
-        sync on CUDA). Degenerate (zero-area) faces contribute nothing and get zero gradient.
+        ``sigma <= 0``, out-of-range faces (checked once per faces tensor) and non-finite vertices
+        (checked on the CPU, and on CUDA with :func:`smplfast.ops.value_checks` on). Degenerate (zero-area) faces contribute nothing and get zero gradient.
     """
     H, W, sigma, cutoff = _prepare(OP, verts_2d, faces, image_size, sigma, cutoff)
     if faces.dtype != torch.int64:

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from .._backend import _C, check_float, check_same, check_shape, dtype_code, target
 from ._grad_checks import check_grad
+from ._value_checks import check_once
 
 OP = "smplfast.sparse_lbs"
 
@@ -57,6 +58,20 @@ def _check(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor, tr
     check_same(OP, "transforms", transforms, others)
 
 
+def _check_idx_range(idx: Tensor, J: int) -> None:
+    """Joint ids in [0, J): the kernels index the transforms with them. ``idx`` is a model constant, so
+    it is checked once per tensor (one device sync on CUDA, the first time; :mod:`._value_checks`)."""
+    if not idx.numel():
+        return
+
+    def in_range():
+        lo, hi = (int(x) for x in torch.stack(list(torch.aminmax(idx))).tolist())
+        if lo < 0 or hi >= J:
+            raise ValueError(f"{OP}: idx must lie in [0, {J}); got values in [{lo}, {hi}]")
+
+    check_once(f"{OP}:idx<{J}", (idx,), in_range)
+
+
 def _check_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor) -> None:
     _check(transforms, v_posed, idx, weights, None)
     check_grad(OP + "_backward", "grad_verts", grad_verts, (transforms.shape[0], v_posed.shape[1], 3), transforms)
@@ -73,10 +88,7 @@ def _rows_view(v_posed: Tensor) -> Tuple[Tensor, int]:
 @torch.library.custom_op("smplfast::sparse_lbs", mutates_args=())
 def _sparse_lbs(transforms: Tensor, v_posed: Tensor, idx: Tensor, weights: Tensor, transl: Tensor) -> Tensor:
     _check(transforms, v_posed, idx, weights, transl)
-    if idx.device.type == "cpu" and idx.numel():
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= transforms.shape[1]:
-            raise ValueError(f"{OP}: idx must lie in [0, {transforms.shape[1]}); got values in [{lo}, {hi}]")
+    _check_idx_range(idx, transforms.shape[1])
     B, J = transforms.shape[:2]
     V, K = weights.shape
     # Keep every contiguous copy alive in a local until the kernel has returned.
@@ -102,6 +114,7 @@ def _sparse_lbs_backward(grad_verts: Tensor, transforms: Tensor, v_posed: Tensor
     (per-tile partial sums in a workspace, then a fixed-order sum) instead of with atomics, so they are
     bit-identical from run to run. The CPU kernel is deterministic either way."""
     _check_backward(grad_verts, transforms, v_posed, idx, weights)
+    _check_idx_range(idx, transforms.shape[1])
     B, J = transforms.shape[:2]
     V, K = weights.shape
     A, ix, w = transforms.contiguous(), idx.contiguous(), weights.contiguous()

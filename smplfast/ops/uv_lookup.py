@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._backend import _C, dtype_code, target
+from ._value_checks import check_once, value_checks_enabled
 from ._grad_checks import check_grad
 
 OP = "smplfast.uv_lookup"
@@ -95,40 +96,64 @@ def _check_meta(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Te
             raise ValueError(f"{OP}: {name} must be on grid's device {grid.device}; got {t.device}")
 
 
-def _check_values(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Tensor],
-                  valid: Optional[Tensor]) -> None:
-    """Index ranges, chart coordinates and masks (reads the data: one device sync on CUDA)."""
+def _check_values(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Tensor]) -> None:
+    """Index ranges and chart coordinates of the points (reads the data: one device sync on CUDA)."""
     G, P = grid.shape[0], grid.shape[1]
-    stats: List[Tensor] = []
-    if part.numel():
-        stats += list(torch.aminmax(part))
-        stats += list(torch.aminmax(uv))  # NaN propagates into min/max and fails the range test
-        if batch_index is not None:
-            stats += list(torch.aminmax(batch_index))
-    if valid is not None:
-        stats.append(valid.flatten(1).any(1).all())
-    if not stats:
+    if not part.numel():
         return
+    stats: List[Tensor] = list(torch.aminmax(part))
+    stats += list(torch.aminmax(uv))  # NaN propagates into min/max and fails the range test
+    if batch_index is not None:
+        stats += list(torch.aminmax(batch_index))
     vals = torch.stack([s.to(torch.float64) for s in stats]).tolist()
-    if part.numel():
-        lo, hi = int(vals[0]), int(vals[1])
-        if lo < 0 or hi >= P:
-            raise ValueError(f"{OP}: part must lie in [0, {P}) (0-based; DensePose's I is 1-based); "
-                             f"got values in [{lo}, {hi}]")
-        ulo, uhi = vals[2], vals[3]
-        if not (ulo >= -UV_SLACK and uhi <= 1 + UV_SLACK):
-            bad = ~torch.isfinite(uv)
-            if bool(bad.any()):
-                first = tuple(int(i) for i in torch.nonzero(bad)[0])
-                raise ValueError(f"{OP}: uv must be finite; got NaN or Inf at index {first}")
-            raise ValueError(f"{OP}: uv must lie in [0, 1] (slack {UV_SLACK}); got values in [{ulo}, {uhi}]")
-        if batch_index is not None:
-            blo, bhi = int(vals[4]), int(vals[5])
-            if blo < 0 or bhi >= G:
-                raise ValueError(f"{OP}: batch_index must lie in [0, {G}) (G from grid); got values in [{blo}, {bhi}]")
-    if valid is not None and not vals[-1]:
-        empty = (~valid.flatten(1).any(1)).nonzero()[:, 0].tolist()
-        raise ValueError(f"{OP}: every part needs at least one valid cell; parts {empty} have none")
+    lo, hi = int(vals[0]), int(vals[1])
+    if lo < 0 or hi >= P:
+        raise ValueError(f"{OP}: part must lie in [0, {P}) (0-based; DensePose's I is 1-based); "
+                         f"got values in [{lo}, {hi}]")
+    ulo, uhi = vals[2], vals[3]
+    if not (ulo >= -UV_SLACK and uhi <= 1 + UV_SLACK):
+        bad = ~torch.isfinite(uv)
+        if bool(bad.any()):
+            first = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(f"{OP}: uv must be finite; got NaN or Inf at index {first}")
+        raise ValueError(f"{OP}: uv must lie in [0, 1] (slack {UV_SLACK}); got values in [{ulo}, {uhi}]")
+    if batch_index is not None:
+        blo, bhi = int(vals[4]), int(vals[5])
+        if blo < 0 or bhi >= G:
+            raise ValueError(f"{OP}: batch_index must lie in [0, {G}) (G from grid); got values in [{blo}, {bhi}]")
+
+
+def _check_valid(valid: Optional[Tensor]) -> None:
+    """Every part has a valid cell (the nearest-valid fallback needs one); ``valid`` is a constant of the
+    grid, so this runs once per tensor (:func:`~smplfast.ops._value_checks.check_once`)."""
+    if valid is None:
+        return
+
+    def every_part_has_a_cell():
+        if not bool(valid.flatten(1).any(1).all()):
+            empty = (~valid.flatten(1).any(1)).nonzero()[:, 0].tolist()
+            raise ValueError(f"{OP}: every part needs at least one valid cell; parts {empty} have none")
+
+    check_once(OP + ":valid", (valid,), every_part_has_a_cell)
+
+
+def _guard(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Tensor], valid: Optional[Tensor]):
+    """What the kernels may read. With value checks on (always on the CPU) the points are checked and a
+    bad one raises; otherwise (CUDA, no device sync) a point whose part, batch index or uv cannot be used
+    is replaced by a harmless one and reported in the returned mask ``bad`` (N,), which the op turns into
+    NaN values and zero gradients. Returns ``(bad or None, part, uv, batch_index)``."""
+    _check_valid(valid)
+    if value_checks_enabled(grid.device):
+        _check_values(grid, part, uv, batch_index)
+        return None, part, uv, batch_index
+    G, P = grid.shape[0], grid.shape[1]
+    ok_uv = ((uv >= -UV_SLACK) & (uv <= 1 + UV_SLACK)).all(1)  # False for NaN
+    bad = (part < 0) | (part >= P) | ~ok_uv
+    if batch_index is not None:
+        bad = bad | (batch_index < 0) | (batch_index >= G)
+        batch_index = torch.where(bad, torch.zeros_like(batch_index), batch_index)
+    return bad, torch.where(bad, torch.zeros_like(part), part), torch.where(bad[:, None], torch.full_like(uv, 0.5), uv), \
+        batch_index
 
 
 # ----------------------------------------------------------------------------------- reference
@@ -161,7 +186,8 @@ def uv_lookup_reference(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Opt
     of this function is deterministic on the CPU).
     """
     _check_meta(grid, part, uv, batch_index, valid)
-    _check_values(grid, part, uv, batch_index, valid)
+    _check_valid(valid)
+    _check_values(grid, part, uv, batch_index)
     G, P, R, _, C = grid.shape
     N = part.shape[0]
     if N == 0:
@@ -256,7 +282,7 @@ def _grid_grad_sorted(grad_out: Tensor, grid: Tensor, part: Tensor, uv: Tensor, 
 def _uv_lookup(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Tensor], valid: Optional[Tensor],
                deterministic: bool) -> Tensor:
     _check_meta(grid, part, uv, batch_index, valid)
-    _check_values(grid, part, uv, batch_index, valid)
+    bad, part, uv, batch_index = _guard(grid, part, uv, batch_index, valid)
     N, G, P, R, C = _sizes(grid, part)
     out = grid.new_empty((N, C))
     if N == 0 or C == 0:
@@ -265,7 +291,7 @@ def _uv_lookup(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Ten
     gr, pa, co, bi, va = _contiguous(grid, part, uv, batch_index, valid)
     _C.uv_lookup_forward(target(gr), dtype_code(gr), N, G, P, R, C, gr.data_ptr(), pa.data_ptr(), co.data_ptr(),
                          _ptr(bi), _ptr(va), out.data_ptr())
-    return out
+    return out if bad is None else out.masked_fill(bad[:, None], float("nan"))
 
 
 @_uv_lookup.register_fake
@@ -288,16 +314,20 @@ def _uv_lookup_backward(grad_out: Tensor, grid: Tensor, part: Tensor, uv: Tensor
     empty = grid.new_empty((0,))
     if not (need_grid or need_uv):
         return empty, uv.new_empty((0,))
+    bad, part, uv, batch_index = _guard(grid, part, uv, batch_index, valid)
+    if bad is not None:  # a point the forward could not use contributes nothing
+        grad_out = grad_out.masked_fill(bad[:, None], 0.0)
     go, gr, pa, co, bi, va = _contiguous(grad_out, grid, part, uv, batch_index, valid)
     if need_grid and deterministic and gr.device.type == "cuda":
-        return _grid_grad_sorted(go, gr, pa, co, bi, va, need_uv)
+        gg, guv = _grid_grad_sorted(go, gr, pa, co, bi, va, need_uv)
+        return gg, (guv if bad is None or not need_uv else guv.masked_fill(bad[:, None], 0.0))
     # The CPU kernel is deterministic by construction (one thread per (sample, part) slice).
     gg = torch.empty_like(gr) if need_grid else empty
     guv = co.new_empty((N, 2)) if need_uv else co.new_empty((0,))
     _C.uv_lookup_backward(target(gr), dtype_code(gr), N, G, P, R, C, gr.data_ptr(), pa.data_ptr(), co.data_ptr(),
                           _ptr(bi), _ptr(va), go.data_ptr(), gg.data_ptr() if need_grid else 0,
                           guv.data_ptr() if need_uv else 0)
-    return gg, guv
+    return gg, (guv if bad is None or not need_uv else guv.masked_fill(bad[:, None], 0.0))
 
 
 @_uv_lookup_backward.register_fake
@@ -351,7 +381,10 @@ def uv_lookup(grid: Tensor, part: Tensor, uv: Tensor, batch_index: Optional[Tens
     Returns:
         ``(N, C)`` values, differentiable w.r.t. ``grid`` and ``uv`` (non-contiguous inputs are
         copied, never modified). Raises ValueError for bad shapes, dtypes, devices, out-of-range
-        parts or batch indices, uv outside ``[0, 1]`` or non-finite, and parts without valid cells.
+        parts or batch indices, uv outside ``[0, 1]`` or non-finite, and parts without valid cells
+        (``valid`` is checked once per tensor). On CUDA the per-point checks need a device sync and run
+        only with :func:`smplfast.ops.value_checks` on; without them such a point gives NaN values
+        and no gradient instead of an error (the kernels never read out of bounds).
     """
     _check_meta(grid, part, uv, batch_index, valid)
     deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, check_float, check_same, dtype_code, target
+from ._value_checks import check_once
 from ._grad_checks import check_grad, check_saved
 
 OP = "smplfast.kinematic_chain"
@@ -60,8 +61,7 @@ def check_parents(parents: Tensor) -> None:
 @torch.library.custom_op("smplfast::kinematic_chain", mutates_args=())
 def _kinematic_chain(rot_mats: Tensor, rest_joints: Tensor, parents: Tensor) -> Tuple[Tensor, Tensor]:
     _check(rot_mats, rest_joints, parents)
-    if parents.device.type == "cpu":  # on CUDA the layer checked them once at construction
-        check_parents(parents)
+    check_once(OP + ":parents", (parents,), lambda: check_parents(parents))  # a model constant: once per tensor
     B, J = rot_mats.shape[:2]
     # Keep every contiguous copy alive in a local until the kernel has returned.
     R, rest, par = rot_mats.contiguous(), rest_joints.contiguous(), parents.contiguous()
@@ -93,6 +93,7 @@ def _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents,
 def _kinematic_chain_backward(grad_posed: Tensor, grad_transforms: Tensor, rot_mats: Tensor, rest_joints: Tensor,
                               parents: Tensor, posed: Tensor, transforms: Tensor) -> Tuple[Tensor, Tensor]:
     _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms)
+    check_once(OP + ":parents", (parents,), lambda: check_parents(parents))  # the kernel walks the tree
     B, J = rot_mats.shape[:2]
     R, rest, par = rot_mats.contiguous(), rest_joints.contiguous(), parents.contiguous()
     P, A = posed.contiguous(), transforms.contiguous()

@@ -279,3 +279,28 @@ def test_whole_network_refuses_a_mismatched_human2d(data, priors_ckpt, human2d_c
     with pytest.raises(TrainingError, match="pavlakos_human2d"):
         PavlakosE2ETrainer(_cfg(data, priors_ckpt, e2e_human2d_init=str(priors_ckpt), hg_width=16, hg_in_res=128),
                            tmp_path / "y", progress=False)
+
+
+def test_body_outside_the_crop_and_empty_silhouettes_are_defined():
+    v, faces, j = _square_mesh()
+    v = v.clone().requires_grad_(True)
+    mask = torch.zeros(1, 8, 8, dtype=torch.float64)
+    mask[0, 2:5, 2:5] = 1.0
+    # the camera puts the whole body far right of the crop: no coverage, the loss is the mask's area
+    out = P.reprojection_losses(j, v, faces, torch.ones(1, dtype=torch.float64), torch.tensor([[50.0, 0.0]], dtype=torch.float64),
+                                torch.zeros(1, 2, 2, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64), mask,
+                                res=8)
+    assert float(out["sil"].detach()) == pytest.approx(9.0) and float(out["silhouette"].detach().abs().sum()) == 0.0
+    out["sil"].sum().backward()
+    assert torch.isfinite(v.grad).all() and (v.grad == 0).all()
+    # an empty silhouette into the ShapePrior and as the target: finite betas and loss
+    net = P.PavlakosPriors(width=16).eval()
+    with torch.no_grad():
+        _, betas = net(torch.zeros(1, 14, 3), torch.zeros(1, 1, 64, 64))
+    assert torch.isfinite(betas).all()
+    v2 = v.detach().clone().requires_grad_(True)
+    out = P.reprojection_losses(j, v2, faces, torch.ones(1, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
+                                torch.zeros(1, 2, 2, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
+                                torch.zeros(1, 8, 8, dtype=torch.float64), res=8)
+    out["sil"].sum().backward()
+    assert float(out["sil"].detach()) > 0 and torch.isfinite(v2.grad).all() and float(v2.grad.abs().sum()) > 0

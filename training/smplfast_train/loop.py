@@ -86,6 +86,22 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
+def load_trained(path, trainers, build, device="cpu"):
+    """``(network in eval mode, config)`` of a checkpoint written by one of ``trainers`` (a name or a
+    tuple of names): ``build(cfg)`` makes the network its config describes, which gets the weights."""
+    from .config import config_from_dict
+
+    trainers = (trainers,) if isinstance(trainers, str) else tuple(trainers)
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(ckpt["config"])
+    if cfg.trainer not in trainers:
+        raise TrainingError(f"{path} is a {cfg.trainer!r} checkpoint (preset {cfg.preset!r}), not a "
+                            f"{' / '.join(trainers)} one")
+    net = build(cfg).to(device)
+    net.load_state_dict(ckpt["model"])
+    return net.eval(), cfg
+
+
 def _lr_factor(cfg: Config, step: int) -> float:
     if cfg.lr_schedule == "cosine" and cfg.num_steps > 0:
         t = min(step / cfg.num_steps, 1.0)

@@ -52,7 +52,7 @@ from ..heads.holopose import build_holopose, gaussian_heatmaps
 from ..heads.moe import HOLOPOSE_KEYPOINTS
 from ..holopose_losses import (heatmap_loss, integral_2d_loss, integral_3d_loss, iuv_at_heatmap,
                                model_keypoint_2d_loss, model_keypoint_3d_loss, part_index_loss, shape_l2_loss, uv_loss)
-from ..loop import TrainingError, load_checkpoint
+from ..loop import TrainingError, load_checkpoint, load_trained
 from ..losses import camera_loss, pose_loss
 from ..rotations import axis_angle_to_matrix
 from .spin import SpinTrainer, finite_labels, mask_nonfinite_inputs
@@ -69,15 +69,7 @@ def holopose_net(cfg) -> torch.nn.Module:
 
 def load_holopose_checkpoint(path, device="cpu"):
     """``(network in eval mode, config)`` of a HoloPose run's checkpoint."""
-    from ..config import config_from_dict
-
-    ckpt = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(ckpt["config"])
-    if cfg.trainer != "holopose":
-        raise TrainingError(f"{path} is a {cfg.trainer!r} checkpoint (preset {cfg.preset!r}), not a HoloPose one")
-    net = holopose_net(cfg).to(device)
-    net.load_state_dict(ckpt["model"])
-    return net.eval(), cfg
+    return load_trained(path, "holopose", holopose_net, device)
 
 
 def face_point_rows() -> np.ndarray:

@@ -36,7 +36,7 @@ import torch
 
 import smplfast
 
-from ..loop import Trainer, TrainingError, _lr_factor, load_checkpoint
+from ..loop import Trainer, _lr_factor, load_trained
 from ..pavlakos import PavlakosPriors, annotated_keypoints, betas_loss, param_loss, prior_vertex_losses
 from ..rotations import axis_angle_to_matrix
 
@@ -45,15 +45,7 @@ __all__ = ["PavlakosPriorsTrainer", "load_priors_checkpoint", "evaluate_priors",
 
 def load_priors_checkpoint(path, device="cpu"):
     """``(PavlakosPriors in eval mode, config)`` of a ``pavlakos_priors`` run's checkpoint."""
-    from ..config import config_from_dict
-
-    ckpt = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(ckpt["config"])
-    if cfg.trainer != "pavlakos_priors":
-        raise TrainingError(f"{path} is a {cfg.trainer!r} checkpoint (preset {cfg.preset!r}), not a pavlakos_priors one")
-    net = PavlakosPriors(width=cfg.prior_width).to(device)
-    net.load_state_dict(ckpt["model"])
-    return net.eval(), cfg
+    return load_trained(path, "pavlakos_priors", lambda cfg: PavlakosPriors(width=cfg.prior_width), device)
 
 
 def prior_eval_inputs(items) -> Dict[str, torch.Tensor]:

@@ -42,7 +42,7 @@ from smplfast.data import MixedDataset, SPINDataset
 from ..data import TrainSet, split_npz
 from ..heads.hourglass import (StackedHourglass, extract_keypoints, gaussian_heatmaps, human2d_loss,
                                normalised_to_heatmap_pixels, silhouette_from_logits)
-from ..loop import Trainer, TrainingError, _lr_factor, load_checkpoint
+from ..loop import Trainer, TrainingError, _lr_factor, load_trained
 from ..pavlakos import annotated_keypoints
 from .spin import mask_nonfinite_inputs
 
@@ -60,15 +60,7 @@ def human2d_net(cfg) -> StackedHourglass:
 
 def load_human2d_checkpoint(path, device="cpu"):
     """``(StackedHourglass in eval mode, config)`` of a ``pavlakos_human2d`` run's checkpoint."""
-    from ..config import config_from_dict
-
-    ckpt = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(ckpt["config"])
-    if cfg.trainer != "pavlakos_human2d":
-        raise TrainingError(f"{path} is a {cfg.trainer!r} checkpoint (preset {cfg.preset!r}), not a pavlakos_human2d one")
-    net = human2d_net(cfg).to(device)
-    net.load_state_dict(ckpt["model"])
-    return net.eval(), cfg
+    return load_trained(path, "pavlakos_human2d", human2d_net, device)
 
 
 def mask_at_resolution(mask: torch.Tensor, res: int) -> torch.Tensor:

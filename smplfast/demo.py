@@ -12,8 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import build_info
-from ._backend import describe_build
+from ._backend import build_info, describe_build
 from .body import SMPL, default_model_path
 from .body.reference import smpl_reference_forward
 

@@ -20,7 +20,7 @@ import torch
 from ..ops.rasterize import interpolate
 from ..ops.uv_lookup import uv_lookup
 from ..ops.rasterize import rasterize as _rasterize  # the compiled op (CPU/CUDA); rasterize_reference is its specification
-from ..surface.charts import NUM_PARTS, SurfaceCharts, load_densepose_uv
+from ..body.charts import NUM_PARTS, SurfaceCharts, load_densepose_uv
 from .camera import PerspectiveCamera
 
 __all__ = [

@@ -344,7 +344,8 @@ class BodyRenderer:
         ambient = float(ambient)
         if not 0.0 <= ambient <= 1.0:
             raise ValueError(f"ambient must be in [0, 1]; got {ambient}")
-        cam = camera.expand(B).to(device=v.device)
+        # Rendering does not differentiate w.r.t. the camera (the rasterizer is discrete).
+        cam = camera.expand(B).to(device=v.device).detach()
         dev, dt = v.device, v.dtype
         faces = self.faces.to(dev)
         focal = cam.focal.to(torch.float64).contiguous()

@@ -381,7 +381,8 @@ class PerspectiveCamera:
         return self._map(Tensor.detach)
 
     def __getitem__(self, index) -> "PerspectiveCamera":
-        """The cameras selected by ``index`` (an int, slice, index tensor or boolean mask) along the batch."""
+        """The cameras selected by ``index`` (an int, slice, index tensor or boolean mask) along the batch;
+        an int gives a batch of one camera."""
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
         return self._map(lambda v: v[index.to(v.device) if torch.is_tensor(index) else index])

@@ -12,8 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import build_info
-from ._backend import describe_build
+from ._backend import build_info, describe_build
 from .body import SMPL, default_model_path
 from .body.reference import smpl_reference_forward
 
@@ -98,7 +97,8 @@ def fit_to_joints(model: SMPL, target_joints: torch.Tensor, iterations: int = 30
 
     # Start: the rest pose rotated onto the target's torso (the rotation of the least-squares similarity
     # transform), so a body facing away from the camera does not start 180 degrees off.
-    from .body.samplers import matrix_to_axis_angle, sample_poses
+    from .body.samplers import sample_poses
+    from .geometry import matrix_to_axis_angle
     from .metrics import similarity_transform
 
     x0 = torch.zeros(B, 72 + nb + 3, dtype=target.dtype)

@@ -224,7 +224,7 @@ def clean_mesh(faces: np.ndarray, num_vertices: int, removed_faces: np.ndarray):
     whose rows give each new vertex as an average of original vertices (a
     one-hot row for kept vertices, the rim average for a cap centre).
     """
-    from ..surface.charts import face_components
+    from .charts import face_components
 
     faces = np.asarray(faces, dtype=np.int64)
     keep = np.zeros(len(faces), dtype=bool)
@@ -492,8 +492,8 @@ def anatomical_keypoints(verts: np.ndarray, bone_w: np.ndarray, bone_labels: Seq
 
 
 def surface_charts(verts: np.ndarray, faces: np.ndarray, weights: np.ndarray, joints: np.ndarray):
-    """DensePose-style charts of the mean T-pose mesh (see :mod:`smplfast.surface.charts`)."""
-    from ..surface.charts import densepose_parts_from_weights, flatten_charts
+    """DensePose-style charts of the mean T-pose mesh (see :mod:`smplfast.body.charts`)."""
+    from .charts import densepose_parts_from_weights, flatten_charts
 
     parts = densepose_parts_from_weights(verts, faces, weights, joints)
     return flatten_charts(verts, faces, parts)

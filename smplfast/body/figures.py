@@ -98,7 +98,7 @@ def keypoints(path: Path, model_path=None) -> Path:
 
 def charts(path: Path, model_path=None) -> Path:
     """The 24 DensePose charts stored with the model."""
-    from ..surface.charts import SurfaceCharts, plot_charts
+    from .charts import SurfaceCharts, plot_charts
     from .default_model import default_model_path
     from .model_file import load_model
 

@@ -86,6 +86,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# The rotation conversions live in smplfast.geometry; they stay importable from here.
+from ..geometry import (axis_angle_to_euler, axis_angle_to_matrix, axis_angle_to_swing_twist, euler_to_axis_angle,
+                        matrix_to_axis_angle, swing_twist_to_axis_angle)
 from .random_model import SMPL_JOINT_NAMES, SMPL_PARENTS, SMPL_REST_JOINTS
 
 __all__ = [
@@ -100,6 +103,7 @@ __all__ = [
     "euler_to_axis_angle",
     "axis_angle_to_euler",
     "axis_angle_to_matrix",
+    "matrix_to_axis_angle",
     "swing_twist_to_axis_angle",
     "axis_angle_to_swing_twist",
     "CAPSULES",
@@ -110,134 +114,6 @@ __all__ = [
 ]
 
 SeedLike = Union[None, int, torch.Generator, np.random.Generator]
-
-# ------------------------------------------------------------------------------------------ rotations
-
-
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of quaternions (w, x, y, z)."""
-    aw, av = a[..., :1], a[..., 1:]
-    bw, bv = b[..., :1], b[..., 1:]
-    w = aw * bw - (av * bv).sum(-1, keepdim=True)
-    v = aw * bv + bw * av + torch.cross(av, bv, dim=-1)
-    return torch.cat([w, v], dim=-1)
-
-
-def _aa_to_quat(aa: Tensor) -> Tensor:
-    angle = aa.norm(dim=-1, keepdim=True)
-    # sin(angle / 2) / angle without a branch at 0: sinc(x) = sin(pi x) / (pi x).
-    return torch.cat([torch.cos(angle / 2), aa * (0.5 * torch.sinc(angle / (2 * math.pi)))], dim=-1)
-
-
-def _quat_to_aa(q: Tensor) -> Tensor:
-    q = torch.where(q[..., :1] < 0, -q, q)
-    w, v = q[..., :1], q[..., 1:]
-    n = v.norm(dim=-1, keepdim=True)
-    angle = 2 * torch.atan2(n, w)
-    small = n < 1e-12
-    scale = torch.where(small, 2 / w.clamp_min(1e-12), angle / torch.where(small, torch.ones_like(n), n))
-    return v * scale
-
-
-def axis_angle_to_matrix(aa: Tensor) -> Tensor:
-    """Rotation matrices (..., 3, 3) of axis-angle vectors (..., 3)."""
-    w, x, y, z = _aa_to_quat(aa).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*aa.shape[:-1], 3, 3)
-
-
-def matrix_to_axis_angle(R: Tensor) -> Tensor:
-    """Axis-angle vectors (..., 3) of rotation matrices (..., 3, 3), angle in [0, π].
-
-    Goes through the quaternion, built from whichever of w, x, y, z is largest (Shepperd's rule), so
-    it stays accurate near 0 and near π."""
-    m = R.reshape(*R.shape[:-2], 9)
-    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
-    # 4 q_i² for q = (w, x, y, z); the largest gives the best-conditioned formula.
-    sq = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1)
-    cand = torch.stack([
-        torch.stack([sq[..., 0], m21 - m12, m02 - m20, m10 - m01], dim=-1),
-        torch.stack([m21 - m12, sq[..., 1], m10 + m01, m02 + m20], dim=-1),
-        torch.stack([m02 - m20, m10 + m01, sq[..., 2], m12 + m21], dim=-1),
-        torch.stack([m10 - m01, m20 + m02, m21 + m12, sq[..., 3]], dim=-1),
-    ], dim=-2)
-    best = sq.argmax(dim=-1)
-    q = torch.gather(cand, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True)
-    return _quat_to_aa(q)
-
-
-def _axes(order: str) -> Tuple[int, int, int]:
-    order = order.upper()
-    if len(order) != 3 or set(order) != set("XYZ"):
-        raise ValueError(f"Euler order must be a permutation of 'XYZ' (intrinsic, Tait-Bryan); got {order!r}")
-    return tuple("XYZ".index(c) for c in order)
-
-
-def euler_to_axis_angle(angles: Tensor, order: str = "XYZ") -> Tensor:
-    """Axis-angle (..., 3) of intrinsic Euler angles (..., 3) in radians.
-
-    ``order="XYZ"`` means ``R = R_x(angles[..., 0]) @ R_y(angles[..., 1]) @ R_z(angles[..., 2])``.
-    """
-    q = None
-    for k, axis in enumerate(_axes(order)):
-        aa = torch.zeros(*angles.shape[:-1], 3, dtype=angles.dtype, device=angles.device)
-        aa[..., axis] = angles[..., k]
-        q = _aa_to_quat(aa) if q is None else _quat_mul(q, _aa_to_quat(aa))
-    return _quat_to_aa(q)
-
-
-def axis_angle_to_euler(aa: Tensor, order: str = "XYZ") -> Tensor:
-    """Intrinsic Euler angles (..., 3) in radians of axis-angle vectors; inverse of
-    :func:`euler_to_axis_angle` with the middle angle in [-pi/2, pi/2]."""
-    i, j, k = _axes(order)
-    R = axis_angle_to_matrix(aa)
-    eps = 1.0 if (j - i) % 3 == 1 else -1.0  # cyclic orders (XYZ, YZX, ZXY) versus the others
-    b = torch.asin((eps * R[..., i, k]).clamp(-1.0, 1.0))
-    a = torch.atan2(-eps * R[..., j, k], R[..., k, k])
-    c = torch.atan2(-eps * R[..., i, j], R[..., i, i])
-    return torch.stack([a, b, c], dim=-1)
-
-
-def _twist_index(twist_axis) -> Tensor:
-    return torch.as_tensor(twist_axis, dtype=torch.long)
-
-
-def swing_twist_to_axis_angle(params: Tensor, twist_axis) -> Tensor:
-    """Axis-angle of swing-twist components (..., 3) in radians (see the module docstring).
-
-    ``twist_axis`` (an int 0/1/2 or a tensor broadcasting against ``params[..., 0]``) picks the
-    component that is the twist angle; the other two are the swing rotation vector.
-    """
-    axis = _twist_index(twist_axis).to(params.device)
-    onehot = torch.nn.functional.one_hot(axis, 3).to(params.dtype).expand_as(params)
-    twist = (params * onehot).sum(-1, keepdim=True)
-    q = _quat_mul(_aa_to_quat(params * (1 - onehot)), _aa_to_quat(twist * onehot))
-    return _quat_to_aa(q)
-
-
-def axis_angle_to_swing_twist(aa: Tensor, twist_axis) -> Tensor:
-    """Swing-twist components (..., 3) in radians of axis-angle vectors; inverse of
-    :func:`swing_twist_to_axis_angle` (twist in [-pi, pi], swing angle in [0, pi])."""
-    axis = _twist_index(twist_axis).to(aa.device)
-    onehot = torch.nn.functional.one_hot(axis, 3).to(aa.dtype).expand_as(aa)
-    q = _aa_to_quat(aa)
-    q = torch.where(q[..., :1] < 0, -q, q)
-    w, p = q[..., :1], (q[..., 1:] * onehot).sum(-1, keepdim=True)
-    norm = torch.sqrt(w * w + p * p)
-    degenerate = norm < 1e-12  # a half-turn swing: the twist is undefined, take 0
-    qt = torch.cat([w, p * onehot], dim=-1) / torch.where(degenerate, torch.ones_like(norm), norm)
-    qt = torch.where(degenerate, torch.cat([torch.ones_like(w), torch.zeros_like(onehot)], -1), qt)
-    swing = _quat_to_aa(_quat_mul(q, qt * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=aa.dtype, device=aa.device)))
-    twist = 2 * torch.atan2(qt[..., 1:].mul(onehot).sum(-1, keepdim=True), qt[..., :1])
-    return swing * (1 - onehot) + twist * onehot
-
 
 # ---------------------------------------------------------------------------------------- joint limits
 

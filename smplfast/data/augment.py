@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..body.keypoints import flip_permutation
-from ..body.samplers import axis_angle_to_matrix, matrix_to_axis_angle
+from ..geometry import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = [
     "IMG_NORM_MEAN",

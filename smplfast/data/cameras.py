@@ -29,8 +29,13 @@ __all__ = [
 
 @dataclass
 class Cameras:
-    """A batch of pinhole cameras, numpy float64: ``rotation`` (..., 3, 3), ``translation`` (..., 3),
-    ``focal`` (..., 2) and ``center`` (..., 2) in pixels (world -> camera ``X_cam = R X + t``)."""
+    """Sampled pinhole cameras as numpy float64 arrays with any leading dims (a rig is (n, views)):
+    ``rotation`` (..., 3, 3), ``translation`` (..., 3), ``focal`` (..., 2) and ``center`` (..., 2) in
+    pixels (world -> camera ``X_cam = R X + t``).
+
+    This is the synthetic-data engine's record of the cameras it drew (numpy, written to the
+    data sets' npz files as is).  The cameras themselves are :class:`smplfast.geometry.PerspectiveCamera`'s
+    model; :meth:`to_perspective` and :meth:`from_perspective` convert between the two."""
 
     rotation: np.ndarray
     translation: np.ndarray
@@ -49,6 +54,30 @@ class Cameras:
         """The same cameras with leading dims ``shape``."""
         return Cameras(self.rotation.reshape(*shape, 3, 3), self.translation.reshape(*shape, 3),
                        self.focal.reshape(*shape, 2), self.center.reshape(*shape, 2))
+
+    def __getitem__(self, index) -> "Cameras":
+        """The cameras selected by a numpy index over the leading dims."""
+        return Cameras(self.rotation[index], self.translation[index], self.focal[index], self.center[index])
+
+    def to_perspective(self, dtype=None, device=None):
+        """These cameras, leading dims flattened to one batch, as a :class:`smplfast.geometry.PerspectiveCamera`
+        in ``dtype`` (default float64) on ``device``."""
+        import torch
+
+        from ..geometry import PerspectiveCamera
+
+        dtype = torch.float64 if dtype is None else dtype
+        conv = lambda a, tail: torch.as_tensor(np.asarray(a).reshape(-1, *tail)).to(device=device, dtype=dtype)  # noqa: E731
+        return PerspectiveCamera(focal=conv(self.focal, (2,)), center=conv(self.center, (2,)),
+                                 rotation=conv(self.rotation, (3, 3)), translation=conv(self.translation, (3,)))
+
+    @classmethod
+    def from_perspective(cls, camera) -> "Cameras":
+        """The (B,) cameras of a :class:`smplfast.geometry.PerspectiveCamera` (which must have a ``center``)."""
+        if camera.center is None:
+            raise ValueError("Cameras.from_perspective: the camera has no center; give it one")
+        arr = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+        return cls(arr(camera.rotation), arr(camera.translation), arr(camera.focal), arr(camera.center))
 
 
 def project(points_cam: np.ndarray, focal: np.ndarray, center: np.ndarray) -> np.ndarray:

@@ -74,7 +74,8 @@ def split_statistics(folder) -> dict:
     extrinsics), the pose families, the person's size in the image, the annotation error of ``part``
     against ``part_gt`` (fraction of the box), the share of joints hidden by occluders, and the label
     flags. Returns a JSON-able dict of summaries and histograms."""
-    from ..body.samplers import POSE_FAMILIES, axis_angle_to_matrix
+    from ..body.samplers import POSE_FAMILIES
+    from ..geometry import axis_angle_to_matrix
     from .cameras import facing_azimuth, view_angles
     from .synth import SETTINGS_FILE, dataset_npz_name
 

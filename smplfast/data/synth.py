@@ -314,8 +314,9 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
     from PIL import Image
 
     from ..body.keypoints import convert
-    from ..body.samplers import axis_angle_to_matrix, matrix_to_axis_angle, sample_betas, sample_poses
-    from ..render import PerspectiveCamera, iuv_to_uint8
+    from ..body.samplers import sample_betas, sample_poses
+    from ..geometry import axis_angle_to_matrix, matrix_to_axis_angle
+    from ..render import iuv_to_uint8
     from .backgrounds import random_backgrounds, random_lights, random_part_textures
     from .cameras import facing_azimuth, rig_cameras, single_view_cameras
     from .detections import annotation_noise, occlusion, random_occluders, simulate_detections
@@ -411,9 +412,7 @@ def _generate_shard(settings: SynthSettings, out_dir: str, index: int) -> Dict[s
             c1 = min(c0 + settings.chunk, B)
             crng = np.random.default_rng([settings.seed, index, 1 + c0 // settings.chunk])
             person = np.arange(c0, c1) // V
-            cam = PerspectiveCamera(rotation=torch.from_numpy(flat.rotation[c0:c1]).float(),
-                                    translation=torch.from_numpy(flat.translation[c0:c1]).float(),
-                                    focal=torch.from_numpy(flat.focal[c0:c1]), center=torch.from_numpy(flat.center[c0:c1]))
+            cam = flat[c0:c1].to_perspective(dtype=torch.float32)
             light = np.einsum("bij,bj->bi", flat.rotation[c0:c1], light_world[person])
             with torch.no_grad():
                 maps = st["renderer"].render(torch.from_numpy(verts[person]), cam, (S, S),

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..body.samplers import matrix_to_axis_angle
+from ..geometry import matrix_to_axis_angle
 from .lm import levenberg_marquardt
 from .priors import angle_prior_residuals
 from .smplify import (MAX_ABS_BETAS, MAX_ABS_PIXELS, MAX_ABS_POSE, MAX_ABS_TRANSLATION, ROTATION_TOLERANCE, SMPLify,

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .. import ops
 from ..body.smpl import SMPL
+from ..geometry import perspective_projection  # SPIN's projection; re-exported as fitting.perspective_projection
 from . import camera as cam
 from .keypoint_model import KeypointModel
 from .lm import LMOptions, levenberg_marquardt
@@ -73,14 +74,6 @@ class SMPLifyResult:
 
 
 # ------------------------------------------------------------------------------- SPIN's loss functions
-def perspective_projection(points: Tensor, rotation: Tensor, translation: Tensor, focal_length, camera_center: Tensor) -> Tensor:
-    """SPIN's projection: K (R X + t) / z with focal length ``focal_length`` (scalar or (B,) / (B, 2))."""
-    X = torch.einsum("bij,bkj->bki", rotation, points) + translation.unsqueeze(1)
-    f = torch.as_tensor(focal_length, dtype=points.dtype, device=points.device)
-    f = f.reshape(-1, 1, f.shape[-1] if f.dim() == 2 else 1) if f.dim() else f
-    return X[..., :2] / X[..., 2:3] * f + camera_center.unsqueeze(1)
-
-
 def camera_fitting_loss(model_joints, camera_t, camera_t_est, camera_center, joints_2d, joints_conf,
                         focal_length=5000.0, depth_loss_weight=100.0, op_torso=None, gt_torso=None, reduce=True):
     """SPIN's camera-stage loss: squared error of 4 torso joints (OpenPose's when all four are

@@ -20,7 +20,7 @@ import torch
 from ..ops.rasterize import interpolate
 from ..ops.uv_lookup import uv_lookup
 from ..ops.rasterize import rasterize as _rasterize  # the compiled op (CPU/CUDA); rasterize_reference is its specification
-from ..surface.charts import NUM_PARTS, SurfaceCharts, load_densepose_uv
+from ..body.charts import NUM_PARTS, SurfaceCharts, load_densepose_uv
 from .camera import PerspectiveCamera
 
 __all__ = [
@@ -344,7 +344,8 @@ class BodyRenderer:
         ambient = float(ambient)
         if not 0.0 <= ambient <= 1.0:
             raise ValueError(f"ambient must be in [0, 1]; got {ambient}")
-        cam = camera.expand(B).to(device=v.device)
+        # Rendering does not differentiate w.r.t. the camera (the rasterizer is discrete).
+        cam = camera.expand(B).to(device=v.device).detach()
         dev, dt = v.device, v.dtype
         faces = self.faces.to(dev)
         focal = cam.focal.to(torch.float64).contiguous()

@@ -12,11 +12,12 @@ Input types (small dataclasses, all batched over B samples):
 * :class:`BodyParams`: ``betas (B, S)``, ``body_pose (B, 69)``, ``global_orient (B, 3)``,
   ``transl (B, 3)`` (axis-angle, metres; smplx's names), or ``rotmat (B, 24, 3, 3)`` rotation
   matrices in place of ``body_pose``/``global_orient`` (a network's output).
-* :class:`PerspectiveCamera`: ``focal_length (B, 2)``, ``center (B, 2)`` in pixels, optional
+* :class:`~smplfast.geometry.PerspectiveCamera` (the one camera class of smplfast, re-exported
+  here): ``focal (B, 2)`` (``focal_length`` is accepted too), ``center (B, 2)`` in pixels, optional
   ``rotation (B, 3, 3)`` and ``translation (B, 3)`` (world to camera: ``X = R x + t``); a point
   projects to ``f X / Z + c`` (the project's convention, v grows downwards).
-* :class:`WeakPerspectiveCamera`: ``params (B, 3) = [s, tx, ty]`` as SPIN's ``pred_camera``:
-  ``s * (x[:2] + [tx, ty])``; targets are then in the same normalised units (SPIN: [-1, 1]).
+* :class:`~smplfast.geometry.WeakPerspectiveCamera`: ``params (B, 3) = [s, tx, ty]`` as SPIN's
+  ``pred_camera``: ``s * (x[:2] + [tx, ty])``; targets are then in the same normalised units (SPIN: [-1, 1]).
 * :class:`IUVPoints`: per-sample point sets padded to ``N``: ``part (B, N)`` 1..24, ``uv (B, N, 2)``,
   ``xy (B, N, 2)`` image positions, ``mask (B, N)`` bool (False = padding, may hold anything);
   :meth:`IUVPoints.from_flat` builds it from flat points with a ``batch_index``, and
@@ -25,12 +26,14 @@ Input types (small dataclasses, all batched over B samples):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .. import ops
+from ..geometry import MIN_DEPTH  # noqa: F401  (re-exported: this module's name for the depth clamp)
+from ..geometry import Camera, PerspectiveCamera, WeakPerspectiveCamera, matrix_to_axis_angle, project_points
 from .charts import NUM_PARTS
 from .uvgrid import GridPoints, UVGrid
 
@@ -44,8 +47,6 @@ __all__ = [
     "posed_points",
     "project_points",
 ]
-
-MIN_DEPTH = 1e-4  # depth clamp of the perspective projection (as project_keypoints)
 
 
 def _tensor(op: str, name: str, t, shape, dtype=None) -> Tensor:
@@ -178,8 +179,6 @@ class BodyParams:
         if ortho > ROTATION_TOL or not det_ok:
             raise ValueError(f"{op}: params.rotmat must hold rotation matrices (orthonormal, determinant +1); got "
                              f"max |R^T R - I| = {ortho:.3g}" + ("" if det_ok else " and a negative determinant"))
-        from ..body.samplers import matrix_to_axis_angle
-
         aa = matrix_to_axis_angle(R).reshape(self.batch_size, 72)
         return BodyParams(self.betas, body_pose=aa[:, 3:], global_orient=aa[:, :3], transl=self.transl)
 
@@ -192,77 +191,6 @@ class BodyParams:
 
     def clone(self) -> "BodyParams":
         return self._map(Tensor.clone)
-
-
-def _per_sample(op: str, name: str, value, B: int, width: int, like: Tensor) -> Tensor:
-    """A scalar, (B,), (width,) or (B, width) camera quantity as (B, width)."""
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    if t.dim() == 0:
-        return t.expand(B, width)
-    if t.dim() == 1 and t.shape[0] == width and B != width:
-        return t[None].expand(B, width)
-    if t.dim() == 1 and t.shape[0] == B:
-        return t[:, None].expand(B, width)
-    if t.dim() == 2 and t.shape == (B, width):
-        return t
-    raise ValueError(f"{op}: camera {name} must be a scalar, ({B},), ({width},) or ({B}, {width}); got {tuple(t.shape)}")
-
-
-@dataclass
-class PerspectiveCamera:
-    """Pinhole camera: ``u = f_x X / Z + c_x``, ``v = f_y Y / Z + c_y`` with ``X = rotation x + translation``.
-
-    focal_length: scalar, (B,) or (B, 2) pixels; center: (2,) or (B, 2) pixels; rotation (B, 3, 3)
-    (default identity); translation (B, 3) (default zero; the body's ``transl`` usually plays the
-    camera translation's role, as in SPIN).  The camera is held fixed by :func:`~smplfast.surface.refine.refine`.
-    """
-
-    focal_length: Union[float, Tensor]
-    center: Union[Tensor, tuple]
-    rotation: Optional[Tensor] = None
-    translation: Optional[Tensor] = None
-
-    def resolved(self, B: int, like: Tensor, op: str = "PerspectiveCamera"):
-        """(focal (B, 2), center (B, 2), rotation (B, 3, 3), translation (B, 3)) in like's dtype/device."""
-        f = _per_sample(op, "focal_length", self.focal_length, B, 2, like)
-        c = _per_sample(op, "center", self.center, B, 2, like)
-        if self.rotation is None:
-            R = torch.eye(3, dtype=like.dtype, device=like.device).expand(B, 3, 3)
-        else:
-            R = _tensor(op, "camera rotation", self.rotation, [B, 3, 3], "float").to(like)
-        t = like.new_zeros(B, 3) if self.translation is None else \
-            _tensor(op, "camera translation", self.translation, [B, 3], "float").to(like)
-        return f, c, R, t
-
-
-@dataclass
-class WeakPerspectiveCamera:
-    """SPIN's weak-perspective camera ``params (B, 3) = [s, tx, ty]``: ``s * (x[..., :2] + [tx, ty])``.
-
-    Optimised together with the body by :func:`~smplfast.surface.refine.refine` (the body's
-    ``transl`` has no effect under this camera and is left unchanged)."""
-
-    params: Tensor
-
-    def check(self, B: int, like: Tensor, op: str = "WeakPerspectiveCamera") -> Tensor:
-        return _tensor(op, "camera params", self.params, [B, 3], "float").to(like)
-
-
-Camera = Union[PerspectiveCamera, WeakPerspectiveCamera]
-
-
-def project_points(points: Tensor, camera: Camera, params_like: Optional[Tensor] = None) -> Tensor:
-    """Project (B, N, 3) points (including the body's translation) with ``camera`` -> (B, N, 2)."""
-    B = points.shape[0]
-    if isinstance(camera, WeakPerspectiveCamera):
-        c = camera.check(B, points)
-        return c[:, None, :1] * (points[..., :2] + c[:, None, 1:])
-    if isinstance(camera, PerspectiveCamera):
-        f, ctr, R, t = camera.resolved(B, points)
-        X = torch.einsum("bij,bnj->bni", R, points) + t[:, None]
-        Z = X[..., 2:].clamp_min(MIN_DEPTH)
-        return f[:, None] * X[..., :2] / Z + ctr[:, None]
-    raise TypeError(f"camera must be a PerspectiveCamera or a WeakPerspectiveCamera; got {type(camera).__name__}")
 
 
 @dataclass

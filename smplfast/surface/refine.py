@@ -37,8 +37,8 @@ from torch import Tensor
 from .. import ops
 from ..fitting.lm import LMOptions, levenberg_marquardt
 from ..fitting.priors import shape_bound, shape_bound_residuals
-from .densepose import (MIN_DEPTH, BodyParams, Camera, IUVPoints, PerspectiveCamera, WeakPerspectiveCamera,
-                        _grid_points)
+from ..geometry import MIN_DEPTH, Camera, PerspectiveCamera, WeakPerspectiveCamera
+from .densepose import BodyParams, IUVPoints, _grid_points
 from .uvgrid import UVGrid
 
 __all__ = ["RefineOptions", "RefineResult", "RefineProblem", "refine"]

@@ -16,7 +16,7 @@ Conventions
 
 Axis-angle <-> matrix conversions go through the unit quaternion, built by Shepperd's rule (the
 largest of |w|, |x|, |y|, |z| picks the formula), so they are exact near 0 and π, never NaN, and
-differentiable away from the angle-π cut; they are ``smplfast.body.samplers``' implementations,
+differentiable away from the angle-π cut; they are ``smplfast.geometry``'s implementations,
 which the tests of this package check at 0, π, π − 1e-6, 1e-8 and random rotations.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from smplfast.body import samplers as _samplers
+from smplfast import geometry as _geometry
 
 __all__ = [
     "IDENTITY_6D",
@@ -90,7 +90,7 @@ def matrix_to_rot6d(R: Tensor) -> Tensor:
 def axis_angle_to_matrix(aa: Tensor) -> Tensor:
     """Rotation matrices (..., 3, 3) of axis-angle vectors (..., 3); exact and smooth at 0."""
     _check_last(aa, (3,), "axis_angle_to_matrix")
-    return _samplers.axis_angle_to_matrix(aa)
+    return _geometry.axis_angle_to_matrix(aa)
 
 
 def matrix_to_axis_angle(R: Tensor) -> Tensor:
@@ -101,7 +101,7 @@ def matrix_to_axis_angle(R: Tensor) -> Tensor:
     axis-angle itself jumps between ±axis). Works for float32 and float64 and any leading dims.
     """
     _check_last(R, (3, 3), "matrix_to_axis_angle")
-    return _samplers.matrix_to_axis_angle(R)
+    return _geometry.matrix_to_axis_angle(R)
 
 
 def axis_angle_to_rot6d(aa: Tensor) -> Tensor:

@@ -413,13 +413,8 @@ def segmentation_metrics(pred_vertices, camera, gt_mask, gt_parts24, renderer, *
     p6 = torch.zeros(B, H, W, dtype=torch.int64, device=v.device)
     ok = torch.isfinite(v).flatten(1).all(dim=1)
     if bool(ok.any()):
-        cam = camera.expand(B)
         idx = torch.nonzero(ok).reshape(-1)
-        sub = PerspectiveCamera.__new__(PerspectiveCamera)
-        for k in ("rotation", "translation", "focal", "center"):
-            t = getattr(cam, k)
-            setattr(sub, k, None if t is None else t[idx.to(t.device)])
-        maps = renderer.render(v[idx], sub, (H, W), maps=("silhouette", "parts6"))
+        maps = renderer.render(v[idx], camera.expand(B)[idx], (H, W), maps=("silhouette", "parts6"))
         sil[idx] = maps["silhouette"]
         p6[idx] = maps["parts6"]
     out = {"fb_confusion": fb_confusion(sil, gm.to(v.device))}

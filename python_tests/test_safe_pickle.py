@@ -327,7 +327,7 @@ def test_prior_pickle_declared_shape_checked_before_building(tmp_path):
 
 
 def test_shared_array_copied_by_many_chumpy_nodes_hits_budget(tmp_path, monkeypatch):
-    import smplfast.body.model_file as mf
+    from smplfast.body import safe_pickle
 
     # one 800-byte array; 50 chumpy transposes of it would each copy it (Reshape of a transpose)
     base = _evil_array(_dtype_record("f8", (3, "<", None, None, None, -1, -1, 0)), b"\0" * 200, shape=(5, 5))
@@ -339,10 +339,10 @@ def test_shared_array_copied_by_many_chumpy_nodes_hits_budget(tmp_path, monkeypa
         + _binunicode("many") + b"(" + items + b"ls."
     path = tmp_path / "m.pkl"
     path.write_bytes(raw)
-    raw_dict = mf._load_pickle(path)
-    monkeypatch.setattr(mf, "_MAX_TOTAL_BYTES", 8 * 25 * 10)  # room for 10 copies, not 50
-    with pytest.raises(ModelFileError, match="exceed"):
-        mf._materialize(raw_dict["many"], "many", str(path))
-    monkeypatch.setattr(mf, "_MAX_TOTAL_BYTES", 8 * 25 * 100)
-    out = mf._materialize(raw_dict["many"], "many", str(path))
+    raw_dict = safe_pickle.load_records(path)
+    monkeypatch.setattr(safe_pickle, "MAX_TOTAL_BYTES", 8 * 25 * 10)  # room for 10 copies, not 50
+    with pytest.raises(safe_pickle.SafePickleError, match="exceed"):
+        safe_pickle.materialize(raw_dict["many"], "many", str(path))
+    monkeypatch.setattr(safe_pickle, "MAX_TOTAL_BYTES", 8 * 25 * 100)
+    out = safe_pickle.materialize(raw_dict["many"], "many", str(path))
     assert len(out) == 50 and out[0].shape == (25,)

@@ -80,21 +80,21 @@ class PriorFileNotFoundError(PriorFileError, FileNotFoundError):
 
 
 def _read_raw(path: Path) -> dict:
-    from ..body import model_file as mf  # restricted unpickler: arrays only, never runs code
+    from ..body import safe_pickle  # restricted unpickler: arrays only, never runs code
 
     suffix = path.suffix.lower()
     if suffix in (".pkl", ".pickle"):
         try:
-            raw = mf._load_pickle(path)
-        except mf.ModelFileError as exc:
+            raw = safe_pickle.load_records(path)
+        except safe_pickle.SafePickleError as exc:
             raise PriorFileError(f"pose prior {str(path)!r}: {exc}") from None
         out = {}
         for k, v in raw.items():  # declared shapes first: nothing is allocated yet
             key = k.decode("latin1") if isinstance(k, bytes) else str(k)
             if key in _GMM_NDIM:
                 try:
-                    shape = mf._declared_shape(v)
-                except mf._BadPayload as exc:
+                    shape = safe_pickle.declared_shape(v)
+                except safe_pickle.SafePickleError as exc:
                     raise PriorFileError(f"pose prior {str(path)!r}: {key}: {exc}") from None
                 ndim, layout = _GMM_NDIM[key]
                 if shape is not None and len(shape) != ndim:
@@ -103,8 +103,8 @@ def _read_raw(path: Path) -> dict:
             key = k.decode("latin1") if isinstance(k, bytes) else str(k)
             if key in _GMM_KEYS:
                 try:
-                    out[key] = mf._materialize(v, key, str(path))
-                except mf.ModelFileError as exc:
+                    out[key] = safe_pickle.materialize(v, key, str(path))
+                except safe_pickle.SafePickleError as exc:
                     raise PriorFileError(f"pose prior {str(path)!r}: {exc}") from None
             else:
                 out[key] = None  # only the keys' presence matters

@@ -844,7 +844,8 @@ def declared_shape(record: Any) -> Any:
     Covers numpy arrays (also ``numpy.zeros`` and ``_frombuffer`` records) and
     scipy.sparse matrices; returns None for anything else (plain values, chumpy
     objects, containers).  Raises :class:`SafePickleError` (bare message, e.g.
-    ``bad array shape ...``) for a malformed shape.
+    ``bad array shape ...``) for a malformed shape; :func:`load_records` has already
+    refused files that hold one.
     """
     try:
         return _declared_shape(record)

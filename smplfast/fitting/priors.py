@@ -127,9 +127,9 @@ def load_gmm(path, num_gaussians: Optional[int] = None) -> Dict[str, np.ndarray]
     """Read and validate a Gaussian mixture pose prior.
 
     ``path`` is SMPLify's ``gmm_08.pkl`` format (a Python 2 pickle of a dict with ``means`` (M, D),
-    ``covars`` (M, D, D) and ``weights`` (M,), read with a restricted unpickler that only rebuilds
-    arrays), a ``.npz`` with the same keys, or a directory holding ``gmm_{num_gaussians:02d}.pkl``
-    (SPIN's ``prior_folder``). Returns float64 arrays ``means``, ``covars`` (symmetrised) and
+    ``covars`` (M, D, D) and ``weights`` (M,), read with the restricted unpickler of
+    :mod:`smplfast.body.safe_pickle`, which only rebuilds arrays), a ``.npz`` with the same keys, or
+    a directory holding ``gmm_{num_gaussians:02d}.pkl`` (SPIN's ``prior_folder``). Returns float64 arrays ``means``, ``covars`` (symmetrised) and
     ``weights``. Raises :class:`PriorFileNotFoundError` / :class:`PriorFileError` for a missing file,
     missing keys, wrong shapes, non-finite values, non-positive weights, a covariance that is not
     symmetric positive definite, or ``M != num_gaussians`` when ``num_gaussians`` is given.

@@ -26,7 +26,7 @@ from smplfast.body.model_file import (
 )
 from smplfast.body.random_model import random_model
 
-MODEL_FILE_PY = Path(__file__).resolve().parents[1] / "smplfast" / "body" / "model_file.py"
+BODY_DIR = Path(__file__).resolve().parents[1] / "smplfast" / "body"
 
 
 @pytest.fixture(scope="module")
@@ -401,17 +401,21 @@ def test_official_style_pickle_loads_without_scipy_or_chumpy(tmp_path, model):
     expected = tmp_path / "expected.npz"
     np.savez(expected, **model.arrays())
     script = f"""
-import importlib.abc, importlib.util, sys
+import importlib, importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("scipy", "chumpy", "torch", "smplx"):
             raise ImportError("blocked: " + name)
         return None
 sys.meta_path.insert(0, Block())
-spec = importlib.util.spec_from_file_location("standalone_model_file", {str(MODEL_FILE_PY)!r})
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
+# model_file.py and the safe_pickle.py it imports, as a package of their own: smplfast's and
+# smplfast.body's __init__ (which import torch) never run.
+import types
+pkg = types.ModuleType("standalone_body")
+pkg.__path__ = [{str(BODY_DIR)!r}]
+sys.modules["standalone_body"] = pkg
+mod = importlib.import_module("standalone_body.model_file")
+assert "smplfast" not in sys.modules
 import numpy as np
 m = mod.load_model({str(path)!r})
 exp = np.load({str(expected)!r})

@@ -327,7 +327,7 @@ def test_prior_pickle_declared_shape_checked_before_building(tmp_path):
 
 
 def test_shared_array_copied_by_many_chumpy_nodes_hits_budget(tmp_path, monkeypatch):
-    import smplfast.body.model_file as mf
+    from smplfast.body import safe_pickle
 
     # one 800-byte array; 50 chumpy transposes of it would each copy it (Reshape of a transpose)
     base = _evil_array(_dtype_record("f8", (3, "<", None, None, None, -1, -1, 0)), b"\0" * 200, shape=(5, 5))
@@ -339,10 +339,67 @@ def test_shared_array_copied_by_many_chumpy_nodes_hits_budget(tmp_path, monkeypa
         + _binunicode("many") + b"(" + items + b"ls."
     path = tmp_path / "m.pkl"
     path.write_bytes(raw)
-    raw_dict = mf._load_pickle(path)
-    monkeypatch.setattr(mf, "_MAX_TOTAL_BYTES", 8 * 25 * 10)  # room for 10 copies, not 50
-    with pytest.raises(ModelFileError, match="exceed"):
-        mf._materialize(raw_dict["many"], "many", str(path))
-    monkeypatch.setattr(mf, "_MAX_TOTAL_BYTES", 8 * 25 * 100)
-    out = mf._materialize(raw_dict["many"], "many", str(path))
+    raw_dict = safe_pickle.load_records(path)
+    monkeypatch.setattr(safe_pickle, "MAX_TOTAL_BYTES", 8 * 25 * 10)  # room for 10 copies, not 50
+    with pytest.raises(safe_pickle.SafePickleError, match="exceed"):
+        safe_pickle.materialize(raw_dict["many"], "many", str(path))
+    monkeypatch.setattr(safe_pickle, "MAX_TOTAL_BYTES", 8 * 25 * 100)
+    out = safe_pickle.materialize(raw_dict["many"], "many", str(path))
     assert len(out) == 50 and out[0].shape == (25,)
+
+
+# ------------------------------------------------------------------------------- the module's interface
+def test_safe_pickle_interface_round_trip(tmp_path):
+    """load_records gives inert records; declared_shape reads them; a Materializer builds each once."""
+    from smplfast.body import safe_pickle
+    from smplfast.body.model_file import save_model
+
+    model = random_model(30, num_betas=3, seed=3)
+    path = save_model(model, tmp_path / "m.pkl")
+    records = safe_pickle.load_records(path)
+    assert sorted(records) == sorted(model.arrays())
+    build = safe_pickle.Materializer(str(path))
+    for key, expected in model.arrays().items():
+        rec = records[key]
+        assert safe_pickle.is_record(rec)
+        assert safe_pickle.declared_shape(rec) == expected.shape
+        arr = build(rec, key)
+        np.testing.assert_array_equal(arr, expected)
+        assert build(rec, key) is arr  # memoised: shared records are built once per file
+        assert not safe_pickle.is_record(arr) and safe_pickle.declared_shape(arr) is None
+    np.testing.assert_array_equal(safe_pickle.materialize(records["f"], "f", str(path)), model.f)
+
+
+def test_safe_pickle_errors_match_the_loaders(tmp_path):
+    """SafePickleError carries the text load_model and load_gmm report after their own prefixes."""
+    from smplfast.body import safe_pickle
+    from smplfast.fitting.priors import PriorFileError, load_gmm
+
+    path = tmp_path / "gmm_08.pkl"
+    path.write_bytes(b"\x80\x02}" + _binunicode("means") + b"cos\nsystem\n" + b"s.")
+    with pytest.raises(safe_pickle.SafePickleError, match="refusing to load") as sp_exc:
+        safe_pickle.load_records(path)
+    assert isinstance(sp_exc.value, ValueError) and "os.system" in str(sp_exc.value)
+    with pytest.raises(ModelFileError) as mf_exc:
+        load_model(path)
+    assert str(mf_exc.value) == str(sp_exc.value)
+    with pytest.raises(PriorFileError) as pr_exc:
+        load_gmm(path)
+    assert str(pr_exc.value) == f"pose prior {str(path)!r}: {sp_exc.value}"
+
+
+def test_safe_pickle_needs_only_numpy():
+    """The unpickler is a leaf: model_file and the prior loader import it, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    from smplfast.body import safe_pickle
+
+    tree = ast.parse(Path(safe_pickle.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {("." if node.level else "") + (node.module or "").split(".")[0]
+                 for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "io", "pickle", "re", "typing", "numpy"}, imported
+    assert set(safe_pickle.__all__) == {"MAX_TOTAL_BYTES", "Materializer", "SafePickleError", "declared_shape",
+                                         "is_record", "load_records", "materialize"}

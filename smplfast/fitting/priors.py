@@ -80,21 +80,21 @@ class PriorFileNotFoundError(PriorFileError, FileNotFoundError):
 
 
 def _read_raw(path: Path) -> dict:
-    from ..body import model_file as mf  # restricted unpickler: arrays only, never runs code
+    from ..body import safe_pickle  # restricted unpickler: arrays only, never runs code
 
     suffix = path.suffix.lower()
     if suffix in (".pkl", ".pickle"):
         try:
-            raw = mf._load_pickle(path)
-        except mf.ModelFileError as exc:
+            raw = safe_pickle.load_records(path)
+        except safe_pickle.SafePickleError as exc:
             raise PriorFileError(f"pose prior {str(path)!r}: {exc}") from None
         out = {}
         for k, v in raw.items():  # declared shapes first: nothing is allocated yet
             key = k.decode("latin1") if isinstance(k, bytes) else str(k)
             if key in _GMM_NDIM:
                 try:
-                    shape = mf._declared_shape(v)
-                except mf._BadPayload as exc:
+                    shape = safe_pickle.declared_shape(v)
+                except safe_pickle.SafePickleError as exc:
                     raise PriorFileError(f"pose prior {str(path)!r}: {key}: {exc}") from None
                 ndim, layout = _GMM_NDIM[key]
                 if shape is not None and len(shape) != ndim:
@@ -103,8 +103,8 @@ def _read_raw(path: Path) -> dict:
             key = k.decode("latin1") if isinstance(k, bytes) else str(k)
             if key in _GMM_KEYS:
                 try:
-                    out[key] = mf._materialize(v, key, str(path))
-                except mf.ModelFileError as exc:
+                    out[key] = safe_pickle.materialize(v, key, str(path))
+                except safe_pickle.SafePickleError as exc:
                     raise PriorFileError(f"pose prior {str(path)!r}: {exc}") from None
             else:
                 out[key] = None  # only the keys' presence matters
@@ -127,9 +127,9 @@ def load_gmm(path, num_gaussians: Optional[int] = None) -> Dict[str, np.ndarray]
     """Read and validate a Gaussian mixture pose prior.
 
     ``path`` is SMPLify's ``gmm_08.pkl`` format (a Python 2 pickle of a dict with ``means`` (M, D),
-    ``covars`` (M, D, D) and ``weights`` (M,), read with a restricted unpickler that only rebuilds
-    arrays), a ``.npz`` with the same keys, or a directory holding ``gmm_{num_gaussians:02d}.pkl``
-    (SPIN's ``prior_folder``). Returns float64 arrays ``means``, ``covars`` (symmetrised) and
+    ``covars`` (M, D, D) and ``weights`` (M,), read with the restricted unpickler of
+    :mod:`smplfast.body.safe_pickle`, which only rebuilds arrays), a ``.npz`` with the same keys, or
+    a directory holding ``gmm_{num_gaussians:02d}.pkl`` (SPIN's ``prior_folder``). Returns float64 arrays ``means``, ``covars`` (symmetrised) and
     ``weights``. Raises :class:`PriorFileNotFoundError` / :class:`PriorFileError` for a missing file,
     missing keys, wrong shapes, non-finite values, non-positive weights, a covariance that is not
     symmetric positive definite, or ``M != num_gaussians`` when ``num_gaussians`` is given.

@@ -133,6 +133,12 @@ def train(args) -> None:
                 steps = sets.get("num_steps", args.e2e_steps)
                 if _finished(run, steps):
                     continue
+                needs = [_run_dir(runs, "rotvert", bank, seed), shape] + ([human2d] if full else [])
+                steps_of = {human2d: args.human2d_steps, shape: args.shape_steps}
+                unfinished = [str(r) for r in needs if not _finished(r, steps_of.get(r, args.steps))]
+                if unfinished:  # its starting checkpoints are still training (another invocation runs them)
+                    print(f"{row}_{bank}_s{seed}: waiting for {unfinished}; run this command again later", flush=True)
+                    continue
                 sets = {**common, "num_steps": args.e2e_steps, **sets, "prior_bank": bank, "seed": seed,
                         "e2e_pose_init": _run_dir(runs, "rotvert", bank, seed) / "ckpt" / "last.pt",
                         "e2e_shape_init": shape / "ckpt" / "last.pt"}

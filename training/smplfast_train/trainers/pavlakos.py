@@ -137,11 +137,12 @@ class PavlakosPriorsTrainer(Trainer):
         return self.vertex_from is not None and step >= self.vertex_from
 
     def vertex_weight(self, step: int) -> float:
-        """The per-vertex loss weight at step ``step``: ``prior_w_vertex``, reached linearly over the first
-        ``prior_vertex_ramp`` steps of the vertex phase. The vertex term is ~60x the parameter term, and
-        RMSprop's squared-gradient average (decay 0.99) still holds the parameter loss's scale when it
-        switches on: a step change multiplies the first updates by up to ~10 and undid the parameter-loss
-        training in a cpu run (parameter loss 16 -> 60 within 250 steps)."""
+        """The per-vertex loss weight at step ``step``: ``prior_w_vertex`` from the first step of the vertex
+        phase (the paper's schedule), or reached linearly over ``prior_vertex_ramp`` steps. The vertex term
+        is ~60x the parameter term and RMSprop's squared-gradient average (decay 0.99) still holds the
+        parameter loss's scale when it switches on, so the first updates are up to ~10x larger; the ramp
+        avoids that jump, but a paired cpu check found the step switch better (docs/TRAINING.md), so the
+        preset keeps the paper's."""
         if not self.vertex_active(step):
             return 0.0
         ramp = self.cfg.prior_vertex_ramp

@@ -138,9 +138,9 @@ PYBIND11_MODULE(_C, m) {
     run(t, dtype, a, chain_forward_cpu, SF_CUDA_FN(chain_forward), "kinematic_chain");
   });
   m.def("chain_backward", [](const Target& t, int dtype, int64_t B, int64_t J, uintptr_t parents, uintptr_t R,
-                             uintptr_t rest, uintptr_t posed, uintptr_t A, uintptr_t gP, uintptr_t gA,
-                             uintptr_t gR, uintptr_t grest) {
-    ChainArgs a = chain_args(B, J, parents, R, rest, posed, A);
+                             uintptr_t rest, uintptr_t A, uintptr_t gP, uintptr_t gA, uintptr_t gR,
+                             uintptr_t grest) {
+    ChainArgs a = chain_args(B, J, parents, R, rest, 0, A);  // the backward does not read the posed joints
     a.grad_posed = vptr(gP);
     a.grad_transforms = vptr(gA);
     a.grad_R = mptr(gR);

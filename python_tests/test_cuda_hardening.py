@@ -188,7 +188,7 @@ def test_opcheck_backward_ops():
     rest = torch.randn(2, 24, 3, generator=gen, **f64)
     posed, A = ops.kinematic_chain(R, rest, par)
     torch.library.opcheck(torch.ops.smplfast.kinematic_chain_backward.default,
-                          (torch.randn_like(posed), torch.randn_like(A), R, rest, par, posed, A))
+                          (torch.randn_like(posed), torch.randn_like(A), R, rest, par, A))
 
     A, vp, idx, w, _ = _lbs_inputs(2, 30)
     g = torch.randn(2, 30, 3, generator=gen, **f64)

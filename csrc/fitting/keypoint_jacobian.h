@@ -46,7 +46,6 @@ struct KeypointArgs {
   int64_t batch;
   int64_t joints;
   int64_t betas;
-  int64_t support;
   int64_t influences;
   int64_t keypoints;
   int64_t nnz;
@@ -115,7 +114,7 @@ constexpr double kMinDepth = 1e-4;
 
 template <typename T>
 struct Model {
-  int64_t J, nb, S, K, Nk;
+  int64_t J, nb, K, Nk;
   bool pose_blend;
   const int64_t* parents;
   const T* joint_template;
@@ -182,7 +181,6 @@ template <typename T>
 SF_HD Model<T> make_model(const KeypointArgs& a) {
   return Model<T>{a.joints,
                   a.betas,
-                  a.support,
                   a.influences,
                   a.keypoints,
                   a.pose_blend,

@@ -14,23 +14,22 @@ namespace smplfast {
 
 void bind_keypoint_jacobian(pybind11::module_& m) {
   using namespace bind;
-  // sizes = (B, J, nb, S, K, Nk, nnz); model = 11 pointers in KeypointModel's field order (parents,
+  // sizes = (B, J, nb, K, Nk, nnz); model = 11 pointers in KeypointModel's field order (parents,
   // joint_template, joint_shapedirs, vertex_template, vertex_shapedirs, vertex_posedirs, lbs_idx,
   // lbs_weights, regressor_ptr, regressor_col, regressor_val); inputs = 9 pointers (pose, betas,
   // transl, cam_rot, cam_transl, focal, center, target, weight); outputs = 4 pointers (residual,
   // jacobian, points2d, keypoints3d); workspace, workspace_int: CUDA scratch (0 on the CPU).
   m.def("project_keypoints",
-        [](const Target& t, int dtype, std::array<int64_t, 7> sizes, bool pose_blend, bool jacobian, double sigma,
+        [](const Target& t, int dtype, std::array<int64_t, 6> sizes, bool pose_blend, bool jacobian, double sigma,
            std::array<uintptr_t, 11> model, std::array<uintptr_t, 9> in, std::array<uintptr_t, 4> out,
            uintptr_t workspace, uintptr_t workspace_int) {
           KeypointArgs a{};
           a.batch = sizes[0];
           a.joints = sizes[1];
           a.betas = sizes[2];
-          a.support = sizes[3];
-          a.influences = sizes[4];
-          a.keypoints = sizes[5];
-          a.nnz = sizes[6];
+          a.influences = sizes[3];
+          a.keypoints = sizes[4];
+          a.nnz = sizes[5];
           if (a.joints < 1 || a.joints > kMaxJoints)
             throw std::invalid_argument("project_keypoints: the number of joints must be in [1, " +
                                         std::to_string(kMaxJoints) + "]; got " + std::to_string(a.joints));

@@ -40,11 +40,11 @@ __global__ void chain_forward_kernel(int64_t B, int64_t J, const int64_t* parent
 // hand (dispatch 24 / 32 / 64), not for the largest tree.
 template <typename T, int kMaxJ>
 __global__ void chain_backward_kernel(int64_t B, int64_t J, const int64_t* parents, const T* R, const T* rest,
-                                      const T* posed, const T* A, const T* gP, const T* gA, T* gR, T* grest) {
+                                      const T* A, const T* gP, const T* gA, T* gR, T* grest) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= B) return;
   T gt[kMaxJ * 3];
-  chain_backward_sample(J, parents, R + b * J * 9, rest + b * J * 3, posed + b * J * 3, A + b * J * 12,
+  chain_backward_sample(J, parents, R + b * J * 9, rest + b * J * 3, A + b * J * 12,
                         gP ? gP + b * J * 3 : nullptr, gA ? gA + b * J * 12 : nullptr, gR + b * J * 9,
                         grest + b * J * 3, gt);
 }
@@ -295,8 +295,7 @@ template <typename T, int kMaxJ>
 void chain_backward_launch(const ChainArgs& a, cudaStream_t s) {
   chain_backward_kernel<T, kMaxJ><<<static_cast<unsigned>((a.batch + 63) / 64), 64, 0, s>>>(
       a.batch, a.joints, a.parents, static_cast<const T*>(a.R), static_cast<const T*>(a.rest_joints),
-      static_cast<const T*>(a.posed_joints), static_cast<const T*>(a.transforms),
-      static_cast<const T*>(a.grad_posed), static_cast<const T*>(a.grad_transforms), static_cast<T*>(a.grad_R),
+      static_cast<const T*>(a.transforms), static_cast<const T*>(a.grad_posed), static_cast<const T*>(a.grad_transforms), static_cast<T*>(a.grad_R),
       static_cast<T*>(a.grad_rest_joints));
 }
 

@@ -37,7 +37,7 @@ struct ChainArgs {
   const void* rest_joints;
   void* posed_joints;
   void* transforms;
-  // backward: inputs grad_posed, grad_transforms (+ the forward outputs above as inputs);
+  // backward: inputs grad_posed, grad_transforms (+ the forward's transforms as an input);
   // outputs grad_R, grad_rest_joints.
   const void* grad_posed;
   const void* grad_transforms;

@@ -44,7 +44,6 @@ void chain_backward_impl(const ChainArgs& a) {
   const int64_t J = a.joints;
   const T* R = static_cast<const T*>(a.R);
   const T* rest = static_cast<const T*>(a.rest_joints);
-  const T* posed = static_cast<const T*>(a.posed_joints);
   const T* A = static_cast<const T*>(a.transforms);
   const T* gP = static_cast<const T*>(a.grad_posed);
   const T* gA = static_cast<const T*>(a.grad_transforms);
@@ -55,7 +54,7 @@ void chain_backward_impl(const ChainArgs& a) {
     T gt[kMaxJoints * 3];  // gR itself holds the world-rotation gradients
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < a.batch; ++b)
-      chain_backward_sample(J, a.parents, R + b * J * 9, rest + b * J * 3, posed + b * J * 3, A + b * J * 12,
+      chain_backward_sample(J, a.parents, R + b * J * 9, rest + b * J * 3, A + b * J * 12,
                             gP ? gP + b * J * 3 : nullptr, gA ? gA + b * J * 12 : nullptr, gR + b * J * 9,
                             grest + b * J * 3, gt);
   }

@@ -42,10 +42,9 @@ SF_HD void chain_forward_sample(int64_t J, const int64_t* parents, const T* R, c
 // Reverse-mode of chain_forward_sample. gR [J,9] first holds d/d Rw_j (the world rotations) and is
 // turned into d/d R_j children-first, so the only scratch is gt, J*3 values given by the caller.
 template <typename T>
-SF_HD void chain_backward_sample(int64_t J, const int64_t* parents, const T* R, const T* rest, const T* posed,
+SF_HD void chain_backward_sample(int64_t J, const int64_t* parents, const T* R, const T* rest,
                                  const T* transforms, const T* g_posed, const T* g_transforms, T* gR,
                                  T* g_rest, T* gt) {
-  (void)posed;
   // Output terms: A_j = [Rw_j | t_j - Rw_j rest_j], posed_j = t_j.
   for (int64_t j = 0; j < J; ++j) {
     const T* A = transforms + j * 12;

@@ -222,7 +222,7 @@ def _project_keypoints(parents: Tensor, joint_template: Tensor, joint_shapedirs:
                                                         bool(compute_jacobian))
         workspace = pose.new_empty((n_float,))
         workspace_int = torch.empty(n_int, dtype=torch.int32, device=pose.device)
-    _C.project_keypoints(_target(pose), dtype_code(pose), [B, J, nb, S, K, Nk, nnz], bool(has_pose_blend),
+    _C.project_keypoints(_target(pose), dtype_code(pose), [B, J, nb, K, Nk, nnz], bool(has_pose_blend),
                          bool(compute_jacobian), float(sigma), [t.data_ptr() for t in model_c],
                          [t.data_ptr() for t in inputs_c], [t.data_ptr() for t in outs], workspace.data_ptr(),
                          workspace_int.data_ptr())

@@ -79,11 +79,10 @@ def _(rot_mats, rest_joints, parents):
     return rest_joints.new_empty((B, J, 3)), rest_joints.new_empty((B, J, 3, 4))
 
 
-def _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms) -> None:
+def _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, transforms) -> None:
     _check(rot_mats, rest_joints, parents)
     B, J = rot_mats.shape[:2]
     name = OP + "_backward"
-    check_saved(name, "posed", posed, [B, J, 3], rot_mats)
     check_saved(name, "transforms", transforms, [B, J, 3, 4], rot_mats)
     check_grad(name, "grad_posed", grad_posed, (B, J, 3), rot_mats)
     check_grad(name, "grad_transforms", grad_transforms, (B, J, 3, 4), rot_mats)
@@ -91,42 +90,41 @@ def _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents,
 
 @torch.library.custom_op("smplfast::kinematic_chain_backward", mutates_args=())
 def _kinematic_chain_backward(grad_posed: Tensor, grad_transforms: Tensor, rot_mats: Tensor, rest_joints: Tensor,
-                              parents: Tensor, posed: Tensor, transforms: Tensor) -> Tuple[Tensor, Tensor]:
-    _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms)
+                              parents: Tensor, transforms: Tensor) -> Tuple[Tensor, Tensor]:
+    _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, transforms)
     check_once(OP + ":parents", (parents,), lambda: check_parents(parents))  # the kernel walks the tree
     B, J = rot_mats.shape[:2]
     R, rest, par = rot_mats.contiguous(), rest_joints.contiguous(), parents.contiguous()
-    P, A = posed.contiguous(), transforms.contiguous()
+    A = transforms.contiguous()
     gP, gA = grad_posed.contiguous(), grad_transforms.contiguous()
     gR = R.new_empty((B, J, 3, 3))
     grest = rest.new_empty((B, J, 3))
     _C.chain_backward(target(R), dtype_code(R), B, J, par.data_ptr(), R.data_ptr(), rest.data_ptr(),
-                      P.data_ptr(), A.data_ptr(), gP.data_ptr(), gA.data_ptr(),
-                      gR.data_ptr(), grest.data_ptr())
+                      A.data_ptr(), gP.data_ptr(), gA.data_ptr(), gR.data_ptr(), grest.data_ptr())
     return gR, grest
 
 
 @_kinematic_chain_backward.register_fake
-def _(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms):
-    _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms)
+def _(grad_posed, grad_transforms, rot_mats, rest_joints, parents, transforms):
+    _check_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, transforms)
     B, J = rot_mats.shape[:2]
     return rot_mats.new_empty((B, J, 3, 3)), rest_joints.new_empty((B, J, 3))
 
 
 def _setup(ctx, inputs, output):
     rot_mats, rest_joints, parents = inputs
-    posed, transforms = output
-    ctx.save_for_backward(rot_mats, rest_joints, parents, posed, transforms)
+    _, transforms = output
+    ctx.save_for_backward(rot_mats, rest_joints, parents, transforms)
 
 
 def _backward(ctx, grad_posed, grad_transforms):
-    rot_mats, rest_joints, parents, posed, transforms = ctx.saved_tensors
+    rot_mats, rest_joints, parents, transforms = ctx.saved_tensors
     # Autograd hands None for an unused output; the kernel wants dense gradients.
     if grad_posed is None:
-        grad_posed = torch.zeros_like(posed)
+        grad_posed = torch.zeros_like(rest_joints)
     if grad_transforms is None:
         grad_transforms = torch.zeros_like(transforms)
-    gR, grest = _kinematic_chain_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, posed, transforms)
+    gR, grest = _kinematic_chain_backward(grad_posed, grad_transforms, rot_mats, rest_joints, parents, transforms)
     return gR, grest, None
 
 

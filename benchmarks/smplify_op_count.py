@@ -1,0 +1,65 @@
+"""How many torch operations one SMPLify fit dispatches, per LM iteration: the launch count a GPU would pay.
+
+    OMP_NUM_THREADS=1 python benchmarks/smplify_op_count.py [--batch 64] [--json out.json]
+
+Runs one single-view LM fit (batch ``--batch``, SPIN's two stages, the benchmark problem of
+benchmarks/test_smplify.py) and one multi-view fit (16 people x 4 views) under ``torch.profiler`` (CPU
+activities) and counts the dispatched ``aten::`` operations and smplfast's custom ops. An LM iteration is
+one objective evaluation with its Jacobian (one ``smplfast::project_keypoints`` call with
+``compute_jacobian``), so "ops per iteration" is the aten count divided by the project_keypoints calls.
+``aten::_local_scalar_dense`` (``.item()`` / ``bool(tensor)``) and ``aten::to``/``copy_`` to the CPU are
+the host synchronisations on a GPU. Prints a JSON report; the numbers are machine-independent (counts,
+not times).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smplify_problems import make_multiview_problem, make_problem  # noqa: E402
+
+
+def _count(run) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    counts = collections.Counter(e.name for e in prof.events())
+    aten = {k: v for k, v in counts.items() if k.startswith("aten::")}
+    custom = {k: v for k, v in counts.items() if k.startswith("smplfast::")}
+    iters = max(custom.get("smplfast::project_keypoints", 0), 1)
+    return {"aten_ops": sum(aten.values()), "custom_ops": custom, "lm_evaluations": iters,
+            "aten_ops_per_evaluation": sum(aten.values()) / iters,
+            "host_syncs (aten::_local_scalar_dense)": aten.get("aten::_local_scalar_dense", 0),
+            "top_aten": dict(collections.Counter(aten).most_common(12))}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    fitter, fit_args = make_problem(args.batch, "cpu", "lm")
+    fitter(*fit_args)  # warm-up (first-call checks and caches)
+    single = _count(lambda: fitter(*fit_args))
+    mv, mv_args = make_multiview_problem(16, 4, "cpu", "lm")
+    mv(*mv_args)
+    multi = _count(lambda: mv(*mv_args))
+    out = {"single_view": {"batch": args.batch, **single}, "multi_view": {"people": 16, "views": 4, **multi},
+           "torch": torch.__version__}
+    text = json.dumps(out, indent=1)
+    if args.json:
+        Path(args.json).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -39,6 +39,12 @@ class LMOptions:
     linear_solver: str = "cholesky"  # or "cg"
     cg_iters: int = 20
     record_history: bool = False
+    # Samples that stop are frozen at once (no further change to any of their values) but leave the
+    # batch only every `check_every` iterations: each removal reads a flag on the host, a device
+    # synchronisation on CUDA. Any value gives the same results (up to the rounding of batched kernels,
+    # whose blocking depends on the batch size); larger ones sync less and evaluate the stopped samples
+    # a few extra times.
+    check_every: int = 1
 
 
 @dataclass
@@ -57,6 +63,8 @@ def levenberg_marquardt(evaluate: EvaluateFn, x0: Tensor, options: Optional[LMOp
     opt = options or LMOptions()
     if opt.linear_solver not in ("cholesky", "cg"):
         raise ValueError(f"linear_solver must be 'cholesky' or 'cg'; got {opt.linear_solver!r}")
+    if isinstance(opt.check_every, bool) or not isinstance(opt.check_every, int) or opt.check_every < 1:
+        raise ValueError(f"check_every must be an int >= 1; got {opt.check_every!r}")
     B, n = x0.shape
     device, dtype = x0.device, x0.dtype
     x = x0.clone()
@@ -77,7 +85,8 @@ def levenberg_marquardt(evaluate: EvaluateFn, x0: Tensor, options: Optional[LMOp
     if opt.record_history:
         history.append((time.perf_counter() - t0, objective.clone()))
 
-    for _ in range(opt.max_iters):
+    frozen = torch.zeros(rows.numel(), dtype=torch.bool, device=device)  # stopped, still in the batch
+    for it in range(opt.max_iters):
         if rows.numel() == 0:
             break
         # Marquardt's scaling: damp each parameter by its own curvature (floored, for unused ones).
@@ -88,16 +97,18 @@ def levenberg_marquardt(evaluate: EvaluateFn, x0: Tensor, options: Optional[LMOp
         else:
             step, _, _ = ops.conjugate_gradient_solve(H, -g, lam, D, max_iters=opt.cg_iters)
             ok = torch.isfinite(step).all(dim=1)
+        moving = ~frozen
         x_rows = x[rows]
-        x_new = x_rows + step
+        x_new = torch.where(moving[:, None], x_rows + step, x_rows)  # a stopped sample is evaluated where it is
         f_new, H_new, g_new = evaluate(x_new, rows)
-        iterations[rows] += 1
+        iterations[rows] += moving.long()
         # Gain ratio: actual decrease over the decrease the linear model predicts.
         predicted = -(2.0 * (step * g).sum(dim=1) + (step * (H @ step.unsqueeze(-1)).squeeze(-1)).sum(dim=1))
-        accept = ok & torch.isfinite(f_new) & (f_new < f)
+        accept = moving & ok & torch.isfinite(f_new) & (f_new < f)
         rho = (f - f_new) / predicted.clamp_min(torch.finfo(dtype).tiny)
-        lam = torch.where(accept, lam * torch.clamp(1 - (2 * rho - 1) ** 3, min=1.0 / 3.0), lam * nu)
-        nu = torch.where(accept, torch.full_like(nu, 2.0), nu * 2)
+        lam = torch.where(moving, torch.where(accept, lam * torch.clamp(1 - (2 * rho - 1) ** 3, min=1.0 / 3.0),
+                                              lam * nu), lam)
+        nu = torch.where(moving, torch.where(accept, torch.full_like(nu, 2.0), nu * 2), nu)
         small_f = accept & ((f - f_new) <= opt.ftol * f.abs())
         small_x = step.norm(dim=1) <= opt.xtol * (x_rows.norm(dim=1) + opt.xtol)
         small_g = g.abs().amax(dim=1) <= opt.gtol
@@ -108,11 +119,12 @@ def levenberg_marquardt(evaluate: EvaluateFn, x0: Tensor, options: Optional[LMOp
         g = torch.where(accept[:, None], g_new, g)
         x[rows] = x_rows
         objective[rows] = f
-        done = small_f | small_x | small_g | stalled
-        converged[rows] = done
+        done = moving & (small_f | small_x | small_g | stalled)
+        converged[rows] = converged[rows] | done
+        frozen = frozen | done
         if opt.record_history:
             history.append((time.perf_counter() - t0, objective.clone()))
-        if bool(done.any()):
-            keep = ~done
-            rows, f, H, g, lam, nu = rows[keep], f[keep], H[keep], g[keep], lam[keep], nu[keep]
+        if (it + 1) % opt.check_every == 0 and bool(frozen.any()):
+            keep = ~frozen
+            rows, f, H, g, lam, nu, frozen = rows[keep], f[keep], H[keep], g[keep], lam[keep], nu[keep], frozen[keep]
     return LMResult(x, objective, iterations, converged, history)

@@ -82,12 +82,14 @@ def build_train_set(cfg) -> TrainSet:
     load_iuv = cfg.trainer == "holopose"
     if load_iuv:
         aug = dataclasses.replace(aug, flip_prob=0.0)
+    # Human2D learns the silhouette: the masks, warped with the same crop as the image and keypoints.
+    load_masks = cfg.trainer == "pavlakos_human2d"
     for i, name in enumerate(names):
         npz, root = split_npz(cfg.data, name, multiview)
         common = dict(is_train=True, augmentation=aug, img_res=cfg.img_res, seed=cfg.seed * 1000 + i,
                       ignore_3d=cfg.unpaired, dataset_name=name)
         if not multiview:
-            members.append(SPINDataset(npz, root, load_iuv=load_iuv, **common))
+            members.append(SPINDataset(npz, root, load_iuv=load_iuv, load_masks=load_masks, **common))
             continue
         with np.load(npz, allow_pickle=False) as z:
             nv = int(z["imgname"].shape[1]) if z["imgname"].ndim == 2 else 1

@@ -145,6 +145,8 @@ class Trainer:
                 find_unused_parameters=self.find_unused_parameters)
         if cfg.optimizer == "adam":
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "rmsprop":  # the Pavlakos presets (PyTorch's defaults alpha 0.99, eps 1e-8)
+            self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(cfg, s))
@@ -217,6 +219,29 @@ class Trainer:
         return results
 
     # ---------------------------------------------------------------------------------------- running
+    def apply_loss(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """Backward ``loss`` and step ``optimizer`` unless the loss or a gradient is non-finite; returns
+        whether the step was applied. Every rank decides together and runs a backward either way, or
+        DDP would hang; gradients of the whole model are cleared first, so an optimiser over part of it
+        (an alternating update) never sees gradients left by another loss."""
+        finite = bool(torch.isfinite(loss).item())
+        if self.dist.world_size > 1:
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+            dist.all_reduce(flag)
+            finite = flag.item() == 0
+        self.model.zero_grad(set_to_none=True)
+        if not finite:
+            (torch.nan_to_num(loss) * 0.0).backward()  # DDP's reducer expects a backward; nothing is applied
+            self.model.zero_grad(set_to_none=True)
+            return False
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if not all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()):
+            return False
+        optimizer.step()
+        return True
+
     def train(self) -> dict:
         """Run until ``num_steps`` or ``time_budget_s``; checkpoint, evaluate; returns a summary."""
         cfg = self.cfg
@@ -237,25 +262,7 @@ class Trainer:
                 self.net.train()
                 loss, stats, times = self.train_step(batch)
                 t1 = time.perf_counter()
-                finite = bool(torch.isfinite(loss).item())
-                if self.dist.world_size > 1:  # every rank skips together, or DDP would hang
-                    flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
-                    dist.all_reduce(flag)
-                    finite = flag.item() == 0
-                self.optimizer.zero_grad(set_to_none=True)
-                if not finite:
-                    # every rank still runs a backward (DDP's reducer expects one); nothing is applied
-                    (torch.nan_to_num(loss) * 0.0).backward()
-                    self.optimizer.zero_grad(set_to_none=True)
-                if finite:
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters())
-                    if grads_ok:
-                        self.optimizer.step()
-                    else:
-                        finite = False
+                finite = self.apply_loss(loss, self.optimizer)
                 if not finite:
                     self.skipped_steps += 1
                     stats["skipped_nonfinite"] = 1.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,6 +44,19 @@ RIG_VIEWS_FILE = "synth_spin_views.npz"
 #: Columns of :func:`format_table`, in order (those missing from every result are left out).
 TABLE_COLUMNS = ("mpjpe", "pa_mpjpe", "pve", "pa_pve", "rot_err", "pck150", "auc", "pa_pck150", "pa_auc",
                  "pck2d", "fb_acc", "fb_f1", "parts_acc", "parts_f1")
+
+
+def finite_means(per_sample: Dict[str, list]) -> Tuple[Dict[str, float], Dict[str, int]]:
+    """Per metric, the mean over the finite per-sample values (NaN when there is none) and the number of
+    non-finite ones (broken predictions are counted, not averaged in)."""
+    mean: Dict[str, float] = {}
+    num_nan: Dict[str, int] = {}
+    for k, v in per_sample.items():
+        a = np.asarray(v, dtype=np.float64)
+        finite = np.isfinite(a)
+        num_nan[k] = int((~finite).sum())
+        mean[k] = float(a[finite].mean()) if finite.any() else float("nan")
+    return mean, num_nan
 
 
 def resolve_split(split_dir) -> tuple:
@@ -223,13 +236,7 @@ def evaluate_model(model: torch.nn.Module, split_dir, *, img_res: int, batch_siz
         model.train(was_training)
     total = time.perf_counter() - t_start
 
-    mean: Dict[str, float] = {}
-    num_nan: Dict[str, int] = {}
-    for k, v in per_sample.items():
-        a = np.asarray(v, dtype=np.float64)
-        finite = np.isfinite(a)
-        num_nan[k] = int((~finite).sum())
-        mean[k] = float(a[finite].mean()) if finite.any() else float("nan")
+    mean, num_nan = finite_means(per_sample)
     result: Dict[str, object] = {"split": name, "npz": npz, "num": n, "img_res": img_res,
                                  "focal_length": float(focal_length), "sample_index": indices}
     if segmentation:

@@ -17,7 +17,7 @@ shape_vertex    ``(6890/N) Σ‖SMPL(θ, β̂) − SMPL(θ, β)‖²`` (the silh
 The vertex terms are weighted ``prior_w_vertex`` (1: "weighted equally"; reached over
 ``prior_vertex_ramp`` steps), on ``prior_vertex_subsample``
 vertices per step when > 0 (a uniform subset drawn from ``(seed, step)``). The optimiser is RMSprop
-(``optimizer: rmsprop``, PyTorch's defaults alpha 0.99, eps 1e-8) built here.
+(``optimizer: rmsprop``, PyTorch's defaults alpha 0.99, eps 1e-8), built by the base loop.
 
 Evaluation on each of ``eval_splits`` (single-view split folders): the annotated keypoints ``part``
 converted to ``lsp_14`` in SPIN's crop (``(px − center) / (100·scale)``, confidence = the label's
@@ -36,7 +36,7 @@ import torch
 
 import smplfast
 
-from ..loop import Trainer, _lr_factor, load_trained
+from ..loop import Trainer, load_trained
 from ..pavlakos import PavlakosPriors, annotated_keypoints, betas_loss, param_loss, prior_vertex_losses
 from ..rotations import axis_angle_to_matrix
 
@@ -66,7 +66,7 @@ def evaluate_priors(model: torch.nn.Module, split_dir, *, max_samples: Optional[
     from smplfast.data import SPINDataset
 
     from ..eval.metrics import MESH_METRICS, METRIC_UNITS, load_eval_models, mesh_metrics, pred_body
-    from ..eval.runner import resolve_split
+    from ..eval.runner import finite_means, resolve_split
 
     npz, root, name = resolve_split(split_dir)
     ds = SPINDataset(npz, root, is_train=False, img_res=images_res or 64, load_masks=not images_res)
@@ -102,10 +102,9 @@ def evaluate_priors(model: torch.nn.Module, split_dir, *, max_samples: Optional[
     finally:
         model.train(was)
     units = {**{k: METRIC_UNITS.get(k, "") for k in MESH_METRICS}, "pve_model": "mm", "pve_model_gt_shape": "mm"}
-    mean = {k: float(np.nanmean(v)) if len(v) and np.isfinite(v).any() else float("nan") for k, v in per.items()}
+    mean, num_nan = finite_means(per)
     return {"split": name, "num": n, "sample_index": list(range(n)), "per_sample": per, "mean": mean, "units": units,
-            "num_nan": {k: int(np.sum(~np.isfinite(v))) for k, v in per.items()},
-            "time_s": {"total": time.perf_counter() - t0}}
+            "num_nan": num_nan, "time_s": {"total": time.perf_counter() - t0}}
 
 
 class PavlakosPriorsTrainer(Trainer):
@@ -125,9 +124,6 @@ class PavlakosPriorsTrainer(Trainer):
 
     def setup(self) -> None:
         cfg = self.cfg
-        if cfg.optimizer == "rmsprop":  # the base builds Adam / SGD; replaced before any resume loads its state
-            self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(cfg, s))
         self.smpl = smplfast.SMPL(create_betas=False, create_global_orient=False, create_body_pose=False,
                                   create_transl=False).to(self.device)
         self.vertex_from = cfg.num_steps - cfg.prior_vertex_steps if cfg.prior_vertex_steps > 0 else None

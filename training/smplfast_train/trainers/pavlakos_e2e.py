@@ -142,15 +142,7 @@ class PavlakosE2ETrainer(PavlakosPriorsTrainer):
                                     sil_betas=b["sil_betas"], subsample=cfg.prior_vertex_subsample, generator=gen)
             terms["pose_vertex"] = cfg.prior_w_vertex * v["pose"]
             terms["shape_vertex"] = cfg.prior_w_vertex * v["shape"]
-        loss = sum(terms.values())
-        self.prior_optimizer.zero_grad(set_to_none=True)
-        ok = bool(torch.isfinite(loss))
-        if ok:
-            loss.backward()
-            ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters())
-            if ok:
-                self.prior_optimizer.step()
-        self.model.zero_grad(set_to_none=True)
+        ok = self.apply_loss(sum(terms.values()), self.prior_optimizer)
         stats.update({f"loss_prior_{k}": float(t.detach()) for k, t in terms.items()})
         stats["prior_update_skipped"] = float(not ok)
 
@@ -158,14 +150,7 @@ class PavlakosE2ETrainer(PavlakosPriorsTrainer):
         """One update of Human2D on its own loss L_hg with this batch's annotated keypoints and masks."""
         hb = {"img": batch["img"], "keypoints": batch["keypoints49"], "mask": batch["mask_full"]}
         loss, st = human2d_batch_loss(lambda img: self.net(images=img)[2]["outputs"], hb, self.cfg, self.device)
-        self.human2d_optimizer.zero_grad(set_to_none=True)
-        ok = bool(torch.isfinite(loss))
-        if ok:
-            loss.backward()
-            ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters())
-            if ok:
-                self.human2d_optimizer.step()
-        self.model.zero_grad(set_to_none=True)
+        ok = self.apply_loss(loss, self.human2d_optimizer)
         stats.update({f"hg_{k}": v for k, v in st.items()})
         stats["hg_update_skipped"] = float(not ok)
 

@@ -20,7 +20,7 @@ Loss :func:`~smplfast_train.heads.hourglass.human2d_loss` over every stack (inte
 λ = ``hg_lambda``. A sample whose image or keypoints are not finite is masked (zeroed, no loss), as in the
 SPIN loop (:func:`~smplfast_train.trainers.spin.mask_nonfinite_inputs`); a non-finite loss is skipped
 by the base loop. The optimiser is RMSprop (``optimizer: rmsprop``, PyTorch's defaults alpha 0.99, eps
-1e-8) built here.
+1e-8), built by the base loop.
 
 Evaluation on each of ``eval_splits`` (:func:`evaluate_human2d`, last stack): ``pck_0.05`` / ``pck_0.1``,
 the fraction of the labelled ``lsp_14`` joints inside the crop whose argmax keypoint lies within 5 % / 10 %
@@ -33,21 +33,19 @@ from __future__ import annotations
 import time
 from typing import Dict, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from smplfast.data import MixedDataset, SPINDataset
+from smplfast.data import SPINDataset
 
-from ..data import TrainSet, split_npz
 from ..heads.hourglass import (StackedHourglass, extract_keypoints, gaussian_heatmaps, human2d_loss,
                                normalised_to_heatmap_pixels, silhouette_from_logits)
-from ..loop import Trainer, TrainingError, _lr_factor, load_trained
+from ..loop import Trainer, TrainingError, load_trained
 from ..pavlakos import annotated_keypoints
 from .spin import mask_nonfinite_inputs
 
 __all__ = ["Human2DTrainer", "human2d_net", "human2d_batch_loss", "load_human2d_checkpoint", "mask_at_resolution",
-           "build_human2d_train_set", "evaluate_human2d", "PCK_THRESHOLDS"]
+           "evaluate_human2d", "PCK_THRESHOLDS"]
 
 #: PCK thresholds, fractions of the crop side.
 PCK_THRESHOLDS = (0.05, 0.1)
@@ -73,23 +71,6 @@ def mask_at_resolution(mask: torch.Tensor, res: int) -> torch.Tensor:
     return (frac >= 0.5).float()
 
 
-def build_human2d_train_set(cfg) -> TrainSet:
-    """The ``train_splits`` at ``hg_in_res`` with masks and SPIN's augmentation (``augment``), mixed by their
-    ratios (seeds as :func:`smplfast_train.data.build_train_set`)."""
-    from smplfast.data.augment import NO_AUGMENTATION, SPIN_AUGMENTATION
-
-    names = [n for n, r in cfg.train_splits.items() if r > 0]
-    aug = SPIN_AUGMENTATION if cfg.augment else NO_AUGMENTATION
-    members = []
-    for i, name in enumerate(names):
-        npz, root = split_npz(cfg.data, name)
-        members.append(SPINDataset(npz, root, is_train=True, augmentation=aug, img_res=cfg.hg_in_res,
-                                   seed=cfg.seed * 1000 + i, ignore_3d=cfg.unpaired, dataset_name=name,
-                                   load_masks=True))
-    mixed = MixedDataset(members, [cfg.train_splits[n] for n in names], seed=cfg.seed)
-    return TrainSet(mixed, names, members)
-
-
 def _silhouette_scores(prob: torch.Tensor, gt: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Per-sample IoU, pixel accuracy and body F1 of predicted (B, H, W) bool against ground truth."""
     inter = (prob & gt).flatten(1).sum(1).double()
@@ -105,7 +86,7 @@ def evaluate_human2d(model: torch.nn.Module, split_dir, *, in_res: int, max_samp
                      batch_size: int = 16, device="cpu") -> Dict[str, object]:
     """Human2D on a split folder (module docstring): ``{"split", "num", "sample_index", "per_sample",
     "mean", "units", "num_nan", "time_s"}``."""
-    from ..eval.runner import resolve_split
+    from ..eval.runner import finite_means, resolve_split
 
     npz, root, name = resolve_split(split_dir)
     ds = SPINDataset(npz, root, is_train=False, img_res=in_res, load_masks=True)
@@ -137,10 +118,9 @@ def evaluate_human2d(model: torch.nn.Module, split_dir, *, in_res: int, max_samp
                 per[k] += v.tolist()
     finally:
         model.train(was)
-    mean = {k: float(np.nanmean(v)) if len(v) and np.isfinite(v).any() else float("nan") for k, v in per.items()}
+    mean, num_nan = finite_means(per)
     return {"split": name, "num": n, "sample_index": list(range(n)), "per_sample": per, "mean": mean,
-            "units": {k: "fraction" for k in keys}, "num_nan": {k: int(np.sum(~np.isfinite(v))) for k, v in per.items()},
-            "time_s": {"total": time.perf_counter() - t0}}
+            "units": {k: "fraction" for k in keys}, "num_nan": num_nan, "time_s": {"total": time.perf_counter() - t0}}
 
 
 def human2d_batch_loss(net, batch: dict, cfg, device) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -177,14 +157,6 @@ class Human2DTrainer(Trainer):
         if cfg.hg_sigma <= 0 or cfg.hg_lambda < 0:
             raise TrainingError(f"pavlakos_human2d: hg_sigma must be > 0 and hg_lambda >= 0; got {cfg.hg_sigma}, "
                                 f"{cfg.hg_lambda}")
-        if cfg.optimizer == "rmsprop":  # the base builds Adam / SGD; replaced before any resume loads its state
-            self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(cfg, s))
-        # The base set has no masks: the same splits (same length, so the sampler stays valid) with them.
-        train_set = build_human2d_train_set(cfg)
-        if len(train_set) != len(self.train_set):
-            raise TrainingError(f"pavlakos_human2d: training set length {len(train_set)} != {len(self.train_set)}")
-        self.train_set = train_set
 
     def train_step(self, batch: dict):
         times: Dict[str, float] = {}

@@ -22,6 +22,7 @@ namespace smplfast {
 // Registered by the fitting kernels' own binding files.
 void bind_keypoint_jacobian(py::module_& m);
 void bind_batched_solve(py::module_& m);
+void bind_lm_fit(py::module_& m);
 void bind_uv_lookup(py::module_& m);
 void bind_rasterize(py::module_& m);
 void bind_soft_silhouette(py::module_& m);
@@ -182,6 +183,7 @@ PYBIND11_MODULE(_C, m) {
         "Elements (op dtype) of the scratch the deterministic CUDA sparse_lbs backward needs.");
   bind_keypoint_jacobian(m);
   bind_batched_solve(m);
+  bind_lm_fit(m);
   bind_uv_lookup(m);
   bind_rasterize(m);
   bind_soft_silhouette(m);

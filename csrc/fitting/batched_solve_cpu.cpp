@@ -6,22 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "common/cpu_clones.h"
 #include "fitting/batched_solve.h"
+#include "fitting/omp_team.h"
 
 namespace smplfast {
 namespace {
 
 using solve::SerialTeam;
-
-// The per-sample solvers are compiled for several x86-64 levels and picked at load time (GCC
-// function multi-versioning): the module is built for baseline x86-64 (SSE2), and AVX2/AVX-512 with
-// FMA run the O(n^3) update loops several times faster. `flatten` inlines the shared maths into
-// each clone so it is compiled for that level too.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
-#else
-#define SF_CPU_CLONES
-#endif
+using solve::OmpTeam;
+using solve::run_team;
 
 SF_CPU_CLONES bool cholesky_sample(int n, int ld, const float* H, const float* g, float lambda, const float* d,
                                    float* scratch, float* x) {
@@ -122,73 +116,6 @@ void cg_impl(const ConjugateGradientArgs& a) {
                 a.iters + b, rel + b);
     }
   }
-}
-
-// A team of OpenMP threads playing the part of a CUDA block: `lanes` consecutive ranks form a row
-// group (a warp), reductions go through shared arrays between barriers.
-template <typename T>
-struct OmpTeam {
-  static constexpr bool kSerial = false;
-  int r, s, lanes;
-  T* red;     // 2 * s, shared by the team
-  int* flags;  // s, shared by the team
-  int rank() const { return r; }
-  int size() const { return s; }
-  int row0() const { return r / lanes; }
-  int row_step() const { return s / lanes; }
-  int col0() const { return r % lanes; }
-  int col_step() const { return lanes; }
-  void sync() const {
-#pragma omp barrier
-  }
-  bool any(bool v) const {
-    flags[r] = v ? 1 : 0;
-    sync();
-    bool out = false;
-    for (int i = 0; i < s; ++i) out |= flags[i] != 0;
-    sync();
-    return out;
-  }
-  void sum2(T& a, T& b) const {
-    red[2 * r] = a;
-    red[2 * r + 1] = b;
-    sync();
-    a = T(0);
-    b = T(0);
-    for (int i = 0; i < s; ++i) {
-      a += red[2 * i];
-      b += red[2 * i + 1];
-    }
-    sync();
-  }
-  T sum(T v) const {
-    T unused = T(0);
-    sum2(v, unused);
-    return v;
-  }
-};
-
-template <typename T, typename Body>
-void run_team(int threads, int lanes, Body body) {
-  if (threads < 1 || lanes < 1 || threads % lanes != 0)
-    throw std::invalid_argument("batched_solve team emulation: threads must be a positive multiple of lanes; got " +
-                                std::to_string(threads) + " and " + std::to_string(lanes));
-  std::vector<T> red(2 * static_cast<size_t>(threads));
-  std::vector<int> flags(static_cast<size_t>(threads));
-  int got = threads;
-#pragma omp parallel num_threads(threads)
-  {
-    if (omp_get_num_threads() != threads) {
-#pragma omp single
-      got = omp_get_num_threads();
-    } else {
-      OmpTeam<T> team{omp_get_thread_num(), threads, lanes, red.data(), flags.data()};
-      body(team);
-    }
-  }
-  if (got != threads)
-    throw std::runtime_error("batched_solve team emulation: OpenMP gave " + std::to_string(got) + " threads, not " +
-                             std::to_string(threads));
 }
 
 template <typename T>

@@ -9,20 +9,10 @@
 
 #include "common/cuda_utils.h"
 #include "fitting/keypoint_jacobian.h"
+#include "fitting/keypoint_pairs.cuh"
 
 namespace smplfast {
 namespace {
-
-constexpr int kPairThreads = 128;
-
-template <typename T>
-__global__ void build_pairs_kernel(KeypointArgs a, kp::Pairs<T> pt) {
-  const kp::Model<T> m = kp::make_model<T>(a);
-  const int64_t k = blockIdx.x;
-  if (threadIdx.x == 0) kp::pair_joints(k, m, pt);
-  __syncthreads();
-  for (int64_t q = threadIdx.x; q < pt.stride; q += blockDim.x) kp::pair_columns(k, q, q + 1, m, pt);
-}
 
 // Shared memory: parents [J] int64, joint blocks [J, kJointStride], pose feature [9 (J - 1)].
 template <typename T>

@@ -427,9 +427,11 @@ SF_HD void pair_row_factor(const T* A, const T* Rg, T* a) {
 // Per-joint scratch is only initialised for the joints the keypoint reaches (bit masks, J <= 64).
 // kMaxJ (>= J, <= 64) bounds the per-joint scratch: a GPU thread's stack is reserved for every
 // resident thread, so the CUDA kernel instantiates it for the model's size (24 / 32 / 64).
+// With body_columns false only the root's pose columns and the translation columns are written (the
+// others stay zero, and the shape derivatives of stage 3b are not read): a camera-only fit's Jacobian.
 template <int kMaxJ, typename T>
 SF_HD void keypoint(int64_t k, const Model<T>& m, const Pairs<T>& pt, const Sample<T>& in, const State<T>& st,
-                    T sigma, const Out<T>& out) {
+                    T sigma, const Out<T>& out, bool body_columns = true) {
   static_assert(kMaxJ >= 1 && kMaxJ <= kMaxJoints, "joint masks are 64 bits");
   const int64_t J = m.J, nb = m.nb, P = 3 * J + nb + 3, np = 9 * (J - 1);
   const bool jac = out.jacobian != nullptr;
@@ -548,7 +550,7 @@ SF_HD void keypoint(int64_t k, const Model<T>& m, const Pairs<T>& pt, const Samp
   }
 
   // Pose columns of the joints above the keypoint (the others stay zero).
-  for (uint64_t bits = touched; bits; bits &= bits - 1) {
+  for (uint64_t bits = body_columns ? touched : (touched & uint64_t(1)); bits; bits &= bits - 1) {
     const int j = lowest_bit(bits);
     const T* D = st.joints + j * kJointStride + kD;
     for (int c = 0; c < 3; ++c) {
@@ -557,6 +559,14 @@ SF_HD void keypoint(int64_t k, const Model<T>& m, const Pairs<T>& pt, const Samp
       row0[3 * j + c] = A[0] * dx[0] + A[1] * dx[1] + A[2] * dx[2];
       row1[3 * j + c] = A[3] * dx[0] + A[4] * dx[1] + A[5] * dx[2];
     }
+  }
+
+  if (!body_columns) {
+    for (int i = 0; i < 3; ++i) {
+      row0[3 * J + nb + i] = A[i];
+      row1[3 * J + nb + i] = A[3 + i];
+    }
+    return;
   }
 
   // Shape columns through the joints: sum_j Sj_j dp_j + Sv_j E_j (a joint is usually read either

@@ -1,9 +1,9 @@
 // OpenMP kernel of project_keypoints (see keypoint_jacobian.h): the pair table once per call, then
 // one sample per iteration, each thread reusing one scratch buffer for its samples' state.
-#include <memory>
 #include <vector>
 
 #include "fitting/keypoint_jacobian.h"
+#include "fitting/keypoint_pairs_cpu.h"
 
 namespace smplfast {
 namespace {
@@ -29,14 +29,8 @@ void project_keypoints_impl(const KeypointArgs& a) {
   const kp::Model<T> m = kp::make_model<T>(a);
   const bool jac = a.jacobian;
 
-  // Pair table (model only). Slots past a keypoint's count are never read: no initialisation.
-  const int64_t stride = pair_stride(J, nb, a.pose_blend);
-  std::unique_ptr<T[]> pair_data(new T[static_cast<size_t>(Nk * J * stride)]);
-  std::vector<int32_t> ints(static_cast<size_t>(Nk + Nk * J + a.nnz * K));
-  const kp::Pairs<T> pt{stride, ints.data(), ints.data() + Nk, ints.data() + Nk + Nk * J, pair_data.get()};
-  for (int64_t k = 0; k < Nk; ++k) kp::pair_joints(k, m, pt);
-#pragma omp parallel for schedule(dynamic) if (a.nnz * K * stride > (1 << 16))
-  for (int64_t k = 0; k < Nk; ++k) kp::pair_columns(k, 0, stride, m, pt);
+  const kp::CpuPairTable<T> table(a, m);
+  const kp::Pairs<T>& pt = table.pairs;
 
   const int64_t shape_size = jac ? J * 3 * nb : 0;
   const int64_t pf_size = a.pose_blend ? 9 * (J - 1) : 0;

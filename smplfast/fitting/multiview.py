@@ -26,7 +26,7 @@ from ..geometry import matrix_to_axis_angle
 from .lm import levenberg_marquardt
 from .priors import angle_prior_residuals
 from .smplify import (MAX_ABS_BETAS, MAX_ABS_PIXELS, MAX_ABS_POSE, MAX_ABS_TRANSLATION, ROTATION_TOLERANCE, SMPLify,
-                      SMPLifyResult, _adam_plateaued)
+                      SMPLifyResult, _adam_plateaued, _gmm_buffers, _lm_kwargs)
 
 
 def rotation_mean(R: Tensor) -> Tensor:
@@ -144,7 +144,11 @@ class MultiViewSMPLify(SMPLify):
         evaluate = self._evaluator(B, V, joints_2d, conf_body, center_v,
                                    (rot, tc, focal) if self.calibrated else None)
         opts = replace(self.lm_options, record_history=record_history)
-        if self.optimizer == "lm":
+        if self.fused and not record_history:
+            x, it, converged = self._fused_fit(x0, B, V, joints_2d, conf_body, center_v,
+                                               (rot, tc, focal) if self.calibrated else None, visible)
+            history = []
+        elif self.optimizer == "lm":
             res = levenberg_marquardt(evaluate, x0, opts, active=visible)
             x, it, converged, history = res.x, res.iterations, res.converged, res.history
         else:
@@ -347,6 +351,31 @@ class MultiViewSMPLify(SMPLify):
             return f_val, H, g
 
         return evaluate
+
+    def _fused_fit(self, x0, B, V, joints_2d, conf, center, calib, visible):
+        """The body fit in one :func:`smplfast.ops.lm_fit` call: every view's kernel columns read x
+        through :meth:`_layout` (nothing comes from ``base``), the priors act once on the shared body."""
+        km = self._kp_model
+        nb = self.num_betas
+        P = km.num_params
+        key = ("multiview", self.calibrated, V, str(x0.device))
+        if key not in self._cols_cache:
+            self._cols_cache[key] = self._layout(V, nb)[0].to(device=x0.device, dtype=torch.int32).contiguous()
+        if calib is None:
+            eye, zero3, focal = self._camera_constants(B * V, joints_2d)
+            R, tc, f = eye, zero3, focal
+        else:
+            R, tc, f = calib
+        w = self.weights
+        body_col, shape_col = (3, 72) if self.calibrated else (0, 69)
+        x, _, it, conv = ops.lm_fit(
+            km, x0, base=x0.new_zeros(B, V, P), cols=self._cols_cache[key], cam_rot=R.reshape(B, V, 3, 3),
+            cam_transl=tc.reshape(B, V, 3), focal=f.reshape(B, V, 2), center=center.reshape(B, V, 2),
+            target=joints_2d.reshape(B, V, -1, 2), weight=conf.reshape(B, V, -1), sigma=w.sigma,
+            gmm=_gmm_buffers(self.pose_prior, x0.dtype), pose_w2=w.pose_prior_weight ** 2,
+            angle_w2=w.angle_prior_weight ** 2, body_col=body_col, shape_col=shape_col,
+            shape_w2=w.shape_prior_weight ** 2, active=visible, **_lm_kwargs(self.lm_options))
+        return x, it, conv
 
     def _adam(self, evaluate, x0, record_history):
         """MV-SPIN's solver: Adam on all parameters at once, ``num_iters`` steps of ``step_size``.

@@ -138,7 +138,11 @@ class SMPLify:
     ``ignore_joints`` (keypoints given confidence 0 in the body stage; SPIN's by default), ``min_visible``
     (fewer confident keypoints: the sample keeps its initialisation with ``converged=False``), ``dtype``,
     ``lm_check_every`` (stopped samples leave the LM batch every that many iterations: fewer device
-    synchronisations, the same fits up to floating-point rounding; default 1 on the CPU, 5 on CUDA).
+    synchronisations, the same fits up to floating-point rounding; default 1 on the CPU, 5 on CUDA);
+    ``fused`` (LM only, default True): run each stage's whole LM loop in one kernel call
+    (:func:`smplfast.ops.lm_fit`: every term accumulated into JᵀJ per sample on the device, no host
+    synchronisation between iterations); False drives the same LM from Python with the unfused ops
+    (the reference; also used when ``record_history`` asks for the per-iteration objective).
 
     ``converged`` in the result is True when every stage converged: LM by its own test; Adam (a fixed
     number of steps) when the objective changed by less than :data:`ADAM_PLATEAU_RTOL` (relative) over
@@ -158,7 +162,7 @@ class SMPLify:
                  linear_solver: str = "cholesky", cg_iters: int = 20, lm_iters: int = 30, camera_lm_iters: int = 30,
                  ftol: float = 1e-6, ignore_joints: Optional[Sequence[int]] = None, min_visible: int = 4,
                  chunk_size: int = 4096, dtype: torch.dtype = torch.float32, lm_check_every: Optional[int] = None,
-                 **weight_overrides) -> None:
+                 fused: bool = True, **weight_overrides) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"SMPLify: optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
         if mode not in MODES:
@@ -184,6 +188,10 @@ class SMPLify:
         check_every = (5 if self.device.type == "cuda" else 1) if lm_check_every is None else lm_check_every
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
             raise ValueError(f"SMPLify: lm_check_every must be an int >= 1 (or None); got {lm_check_every!r}")
+        if not isinstance(fused, bool):
+            raise TypeError(f"SMPLify: fused must be True or False; got {fused!r}")
+        self.fused = fused and optimizer == "lm"
+        self._cols_cache: Dict[tuple, Tensor] = {}
         self.lm_options = LMOptions(max_iters=lm_iters, ftol=ftol, linear_solver=linear_solver, cg_iters=cg_iters,
                                     check_every=check_every)
         self.camera_lm_options = LMOptions(max_iters=camera_lm_iters, ftol=ftol, linear_solver=linear_solver,
@@ -498,9 +506,24 @@ class SMPLify:
             return f, H, g
 
         x0 = torch.cat([pose[:, :3], cam_t], dim=1)
+        if self.fused:  # x = [global orient (3), translation (3)]: kernel columns 0..2 and P-3..P-1
+            cols = self._columns("camera", P, pose.device, list(range(3)) + [-1] * (P - 6) + [3, 4, 5])
+            x, _, it, conv = ops.lm_fit(km, x0, base=torch.cat([pose, betas, cam_t], dim=1)[:, None], cols=cols,
+                                        cam_rot=eye[:, None], cam_transl=zero3[:, None], focal=focal[:, None],
+                                        center=center[:, None], target=joints_2d[:, None], weight=weight[:, None],
+                                        sigma=0.0, depth_col=5, depth_target=cam_t_est[:, 2], depth_w2=wd2,
+                                        active=visible, **_lm_kwargs(self.camera_lm_options))
+            return torch.cat([x[:, :3], body], dim=1), x[:, 3:].clone(), it, conv | ~visible
         res = levenberg_marquardt(evaluate, x0, self.camera_lm_options, active=visible)
         pose = torch.cat([res.x[:, :3], body], dim=1)
         return pose, res.x[:, 3:].clone(), res.iterations, res.converged | ~visible
+
+    def _columns(self, kind: str, P: int, device, cols) -> Tensor:
+        """The fused kernel's column map (1, P) int32 for one stage layout, made once per device."""
+        key = (kind, P, str(device))
+        if key not in self._cols_cache:
+            self._cols_cache[key] = torch.tensor([cols], dtype=torch.int32, device=device)
+        return self._cols_cache[key]
 
     def _camera_constants(self, B, ref):
         eye = torch.eye(3, dtype=ref.dtype, device=ref.device).expand(B, 3, 3)
@@ -579,6 +602,22 @@ class SMPLify:
 
         parts = [pose, betas] + ([cam_t] if optimize_camera else [])
         x0 = torch.cat(parts, dim=1)
+        if self.fused and not record_history:
+            # x = [pose (72), betas (nb)(, translation (3))]: the kernel's own column order.
+            cols = self._columns(f"body{int(optimize_camera)}", P, pose.device,
+                                 list(range(72 + nb)) + (list(range(72 + nb, 75 + nb)) if optimize_camera else [-1] * 3))
+            x, _, it, conv = ops.lm_fit(
+                km, x0, base=torch.cat([pose, betas, cam_t], dim=1)[:, None], cols=cols, cam_rot=eye[:, None],
+                cam_transl=zero3[:, None], focal=focal[:, None], center=center[:, None], target=joints_2d[:, None],
+                weight=conf[:, None], sigma=w.sigma, gmm=_gmm_buffers(prior, x0.dtype), pose_w2=wp2, angle_w2=wa2,
+                body_col=3, shape_col=72, shape_w2=ws2, bound_w2=wb2, bound=w.shape_bound,
+                anchor_col=0 if wan2 else -1, anchor_target=init_pose if wan2 else None, anchor_w2=wan2,
+                anchor_sigma=w.anchor_sigma, depth_col=72 + nb + 2 if optimize_camera else -1,
+                depth_target=init_cam_t[:, 2] if optimize_camera else None, depth_w2=wd2, active=visible,
+                **_lm_kwargs(self.lm_options))
+            if optimize_camera:
+                cam_t = x[:, 72 + nb:].clone()
+            return x[:, :72].clone(), x[:, shape].clone(), cam_t, it, conv, []
         opts = self.lm_options
         if record_history:
             opts = replace(opts, record_history=True)
@@ -635,6 +674,17 @@ def _adam_plateaued(trace, B: int, device) -> Tensor:
     a, b = trace[-1 - ADAM_PLATEAU_STEPS], trace[-1]
     ok = torch.isfinite(a) & torch.isfinite(b)
     return ok & ((a - b).abs() <= ADAM_PLATEAU_RTOL * a.abs().clamp_min(1e-12))
+
+
+def _lm_kwargs(opt: LMOptions) -> dict:
+    """LMOptions as the fused kernel's keyword arguments."""
+    return dict(max_iters=opt.max_iters, ftol=opt.ftol, xtol=opt.xtol, gtol=opt.gtol, init_damping=opt.init_damping,
+                max_damping=opt.max_damping, linear_solver=opt.linear_solver, cg_iters=opt.cg_iters)
+
+
+def _gmm_buffers(prior: MaxMixturePrior, dtype) -> tuple:
+    """The pose prior's buffers the fused kernel reads (means, prec_chol, precisions, constants)."""
+    return tuple(getattr(prior, k).to(dtype) for k in ("means", "prec_chol", "precisions", "constants"))
 
 
 def _torso_indices(convention: str):

@@ -19,6 +19,7 @@ from .batched_solve import (
     conjugate_gradient_solve,
     conjugate_gradient_solve_reference,
 )
+from .lm_fit import lm_fit
 from .uv_lookup import uv_lookup, uv_lookup_reference
 from .rasterize import rasterize, rasterize_reference, interpolate
 from .soft_silhouette import soft_silhouette, soft_silhouette_reference
@@ -41,6 +42,7 @@ __all__ = [
     "damped_cholesky_solve_reference",
     "conjugate_gradient_solve",
     "conjugate_gradient_solve_reference",
+    "lm_fit",
     "uv_lookup",
     "uv_lookup_reference",
     "rasterize",

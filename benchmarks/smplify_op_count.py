@@ -4,9 +4,11 @@
 
 Runs one single-view LM fit (batch ``--batch``, SPIN's two stages, the benchmark problem of
 benchmarks/test_smplify.py) and one multi-view fit (16 people x 4 views) under ``torch.profiler`` (CPU
-activities) and counts the dispatched ``aten::`` operations and smplfast's custom ops. An LM iteration is
-one objective evaluation with its Jacobian (one ``smplfast::project_keypoints`` call with
-``compute_jacobian``), so "ops per iteration" is the aten count divided by the project_keypoints calls.
+activities), with the fused kernel (``smplfast::lm_fit``, one call per stage) and with the unfused LM,
+and counts the dispatched ``aten::`` operations and smplfast's custom ops. "Per LM iteration" divides the
+whole fit's aten count by the iterations of its slowest sample (the loop's length, summed over stages);
+for the unfused loop the count per objective evaluation (one ``smplfast::project_keypoints`` call) is
+given too.
 ``aten::_local_scalar_dense`` (``.item()`` / ``bool(tensor)``) and ``aten::to``/``copy_`` to the CPU are
 the host synchronisations on a GPU. Prints a JSON report; the numbers are machine-independent (counts,
 not times).
@@ -30,16 +32,23 @@ from smplify_problems import make_multiview_problem, make_problem  # noqa: E402
 def _count(run) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
+    out = {}
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run()
+        out["res"] = run()
+    res = out["res"]
     counts = collections.Counter(e.name for e in prof.events())
     aten = {k: v for k, v in counts.items() if k.startswith("aten::")}
     custom = {k: v for k, v in counts.items() if k.startswith("smplfast::")}
-    iters = max(custom.get("smplfast::project_keypoints", 0), 1)
-    return {"aten_ops": sum(aten.values()), "custom_ops": custom, "lm_evaluations": iters,
-            "aten_ops_per_evaluation": sum(aten.values()) / iters,
-            "host_syncs (aten::_local_scalar_dense)": aten.get("aten::_local_scalar_dense", 0),
-            "top_aten": dict(collections.Counter(aten).most_common(12))}
+    evaluations = custom.get("smplfast::project_keypoints", 0)
+    # The LM loop runs as long as its slowest sample: the iterations a batched loop pays for.
+    loop_iterations = int(res.iterations.max())
+    report = {"aten_ops": sum(aten.values()), "custom_ops": custom, "lm_loop_iterations": loop_iterations,
+              "aten_ops_per_lm_iteration": sum(aten.values()) / max(loop_iterations, 1),
+              "host_syncs (aten::_local_scalar_dense)": aten.get("aten::_local_scalar_dense", 0),
+              "top_aten": dict(collections.Counter(aten).most_common(12))}
+    if evaluations:
+        report.update(lm_evaluations=evaluations, aten_ops_per_evaluation=sum(aten.values()) / evaluations)
+    return report
 
 
 def main(argv=None):
@@ -50,17 +59,18 @@ def main(argv=None):
                     help="LM iterations between removals of stopped samples (SMPLify's lm_check_every; CUDA's default is 5)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    fitter, fit_args = make_problem(args.batch, "cpu", "lm")
-    mv, mv_args = make_multiview_problem(16, 4, "cpu", "lm")
-    for f in (fitter, mv):  # as SMPLify(lm_check_every=...) sets them
-        f.lm_options = replace(f.lm_options, check_every=args.check_every)
-        f.camera_lm_options = replace(f.camera_lm_options, check_every=args.check_every)
-    fitter(*fit_args)  # warm-up (first-call checks and caches)
-    single = _count(lambda: fitter(*fit_args))
-    mv(*mv_args)
-    multi = _count(lambda: mv(*mv_args))
-    out = {"single_view": {"batch": args.batch, **single}, "multi_view": {"people": 16, "views": 4, **multi},
-           "check_every": args.check_every, "torch": torch.__version__}
+    out = {"check_every": args.check_every, "torch": torch.__version__}
+    for solver in ("lm", "lm-unfused"):
+        fitter, fit_args = make_problem(args.batch, "cpu", solver)
+        mv, mv_args = make_multiview_problem(16, 4, "cpu", solver)
+        for f in (fitter, mv):  # as SMPLify(lm_check_every=...) sets them (the unfused loop only)
+            f.lm_options = replace(f.lm_options, check_every=args.check_every)
+            f.camera_lm_options = replace(f.camera_lm_options, check_every=args.check_every)
+        fitter.fit(*fit_args)  # warm-up (first-call checks and caches)
+        single = _count(lambda: fitter.fit(*fit_args))
+        mv.fit(*mv_args)
+        multi = _count(lambda: mv.fit(*mv_args))
+        out[solver] = {"single_view": {"batch": args.batch, **single}, "multi_view": {"people": 16, "views": 4, **multi}}
     text = json.dumps(out, indent=1)
     if args.json:
         Path(args.json).write_text(text)

@@ -57,8 +57,8 @@ def make_problem(batch, device, solver, record_history=False):
         fitter = SMPLify(model=SmplxSpinModel(device), optimizer="adam", device=device, num_iters=SPIN_STYLE_ITERS)
     elif solver == "adam":
         fitter = SMPLify(model=model, optimizer="adam", device=device, num_iters=SPIN_STYLE_ITERS)
-    else:
-        fitter = SMPLify(model=model, optimizer="lm", device=device,
+    else:  # "lm" (the fused kernel), "lm-cg", "lm-unfused" (the LM loop driven from Python)
+        fitter = SMPLify(model=model, optimizer="lm", device=device, fused=solver != "lm-unfused",
                          linear_solver="cg" if solver == "lm-cg" else "cholesky")
     return fitter, args
 
@@ -85,5 +85,6 @@ def make_multiview_problem(people, views, device, solver):
     args = [torch.stack(x, 1).to(device) for x in (inits, bs, ts)]
     args.append(torch.full((people, views, 2), CENTER, device=device))
     args.append(torch.stack(kps, 1).to(device))
-    fitter = MultiViewSMPLify(model=model, optimizer=solver, device=device, num_iters=SPIN_STYLE_ITERS)
+    fitter = MultiViewSMPLify(model=model, optimizer="lm" if solver.startswith("lm") else solver, device=device,
+                              num_iters=SPIN_STYLE_ITERS, fused=solver != "lm-unfused")
     return fitter, args

@@ -146,7 +146,7 @@ SF_HD Scratch<T> carve(const LMFitArgs& a, T* p, int32_t* ip) {
   s.p2d = p; p += Nk * 2;
   s.kp3 = p; p += Nk * 3;
   s.z = p; p += a.gmm_components * kBodyDim;
-  s.dense = p;  // 2 n, serial accumulation only: zero when carved (the caller's buffer) and between uses
+  s.dense = p;  // 2 n, serial accumulation only: zero when carved (the caller's buffer)
   s.gather_idx = ip;
   return s;
 }
@@ -220,9 +220,9 @@ SF_HD T reprojection_view(const Team& t, const LMFitArgs& a, const kp::Model<T>&
   const int mv = mapped_count(a, v, P);
   T fpart = T(0);
   if (Team::kSerial) {
-    // Keypoint by keypoint: its two rows scattered into x's column order (dense, zero elsewhere), then
-    // for each of their non-zero columns c one contiguous, vectorisable update of H's row c up to the
-    // diagonal. The scatter buffers are cleared again after each keypoint.
+    // Keypoint by keypoint: its two rows scattered into x's column order (every mapped column is
+    // written, so the buffers need no clearing; unmapped ones stay zero), then for each non-zero
+    // column c one contiguous, vectorisable update of H's row c up to the diagonal.
     T* xa = s.dense;
     T* xb = s.dense + n;
     for (int64_t k = 0; k < Nk; ++k) {
@@ -232,15 +232,14 @@ SF_HD T reprojection_view(const Team& t, const LMFitArgs& a, const kp::Model<T>&
       fpart += ra * ra;
       fpart += rb * rb;
       int cnt = 0;
-      for (int q = 0; q < mv; ++q) {
+      for (int q = 0; q < mv; ++q) {  // branch-free: the non-zero pattern changes from keypoint to keypoint
         const int32_t kc = order[q];
+        const int32_t c = cols[kc];
         const T va = rowa[kc], vb = rowb[kc];
-        if (va != T(0) || vb != T(0)) {
-          const int32_t c = cols[kc];
-          xa[c] = va;
-          xb[c] = vb;
-          s.gather_idx[cnt++] = c;
-        }
+        xa[c] = va;
+        xb[c] = vb;
+        s.gather_idx[cnt] = c;
+        cnt += (va != T(0)) | (vb != T(0));
       }
       for (int i = 0; i < cnt; ++i) {
         const int32_t c = s.gather_idx[i];
@@ -248,7 +247,6 @@ SF_HD T reprojection_view(const Team& t, const LMFitArgs& a, const kp::Model<T>&
         g[c] += ai * ra + bi * rb;
         rank2_row(H + static_cast<int64_t>(c) * n, xa, xb, ai, bi, c + 1);
       }
-      for (int i = 0; i < cnt; ++i) xa[s.gather_idx[i]] = xb[s.gather_idx[i]] = T(0);
     }
   } else {
     // Entry by entry (each (i, j) of the view's mapped columns has one owner), summed over the rows.

@@ -442,8 +442,7 @@ class SMPLify:
                 break
             keep = keep & ok
         converged &= keep
-        if not (torch.isfinite(out.vertices).all() and torch.isfinite(joints).all() and torch.isfinite(reproj).all()
-                and torch.isfinite(loss).all()):
+        if not bool(ok.all()):  # `ok` covers every sample of the last outputs, the initialisations kept too
             raise FloatingPointError("SMPLify: the initialisation itself gives non-finite outputs; check the "
                                      "input ranges (see smplfast.fitting.smplify.MAX_ABS_*)")
         return SMPLifyResult(out.vertices.detach(), joints.detach(), pose.detach(), betas.detach(), cam_t.detach(),

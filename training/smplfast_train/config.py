@@ -101,6 +101,7 @@ class Config:
     static_fits: str = "static_fits"      # folder with {split}_static_fits.npz (fits: static); relative = inside `data`
     run_fit: bool = False                 # SMPLify in the loop, updating the dictionary
     fit_optimizer: str = "lm"             # lm | adam (SPIN's procedure)
+    fit_fused: bool = True                # lm: the whole LM loop in one kernel call (False: the unfused loop)
     fit_iters: int = 100                  # Adam iterations per SMPLify stage (LM stops by itself: <= 5 + 30)
     fit_compare: str = "fair"             # fair | spin
     fit_threshold: float = 100.0          # mean reprojection loss under which a fit supervises

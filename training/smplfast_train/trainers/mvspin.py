@@ -83,7 +83,7 @@ class MvSpinTrainer(SpinTrainer):
         if cfg.run_fit and cfg.mv_fit != "single_view":
             self.smplify = smplfast.MultiViewSMPLify(focal_length=cfg.focal_length, device=self.device,
                                                      optimizer=cfg.fit_optimizer, num_iters=cfg.fit_iters,
-                                                     pose_prior=cfg.pose_prior or None,
+                                                     pose_prior=cfg.pose_prior or None, fused=cfg.fit_fused,
                                                      calibrated=cfg.mv_fit == "calibrated")
 
     # ------------------------------------------------------------------------------ the dictionary

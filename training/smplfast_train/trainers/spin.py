@@ -110,7 +110,8 @@ class SpinTrainer(Trainer):
         self.smplify = None
         if cfg.run_fit:
             self.smplify = smplfast.SMPLify(focal_length=cfg.focal_length, device=dev, optimizer=cfg.fit_optimizer,
-                                            num_iters=cfg.fit_iters, pose_prior=cfg.pose_prior or None)
+                                            num_iters=cfg.fit_iters, pose_prior=cfg.pose_prior or None,
+                                            fused=cfg.fit_fused)
         self.pose_prior = None
         if cfg.preset == "hmr2d_prior" and cfg.w_prior <= 0:
             raise TrainingError("hmr2d_prior needs w_prior > 0: calibrate it at the starting checkpoint with "

@@ -137,7 +137,7 @@ run_step "CUDA tests (pytest -k 'cuda or gpu')" \
 # ---------------------------------------------------------------- compute-sanitizer
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 SAN_TESTS=(python_tests/test_skinning_ops.py python_tests/test_backward_ops.py
-  python_tests/test_uv_lookup.py python_tests/test_soft_silhouette.py)
+  python_tests/test_uv_lookup.py python_tests/test_soft_silhouette.py python_tests/test_lm_fit.py)
 if [ -z "$SAN" ]; then
   skip_step "compute-sanitizer memcheck" "compute-sanitizer not found"
   skip_step "compute-sanitizer racecheck" "compute-sanitizer not found"
@@ -149,7 +149,7 @@ else
     "$PYTHON" -m pytest "${SAN_TESTS[@]}" -q -p no:cacheprovider -k cuda -x
   run_step "compute-sanitizer racecheck" \
     "$SAN" --tool racecheck --racecheck-report hazard --error-exitcode 99 --target-processes all \
-    "$PYTHON" -m pytest python_tests/test_skinning_ops.py python_tests/test_soft_silhouette.py \
+    "$PYTHON" -m pytest python_tests/test_skinning_ops.py python_tests/test_soft_silhouette.py python_tests/test_lm_fit.py \
     -q -p no:cacheprovider -k cuda -x
 fi
 
@@ -160,8 +160,11 @@ elif ! "$PYTHON" -c "import pytest_benchmark" >/dev/null 2>&1; then
   skip_step "CUDA benchmarks" "pytest-benchmark not installed (pip install '.[test]')"
 else
   JSON="$ROOT/benchmarks/gpu_results_${DATE}.json"
-  run_step "CUDA benchmarks (pytest benchmarks -k cuda)" \
-    "$PYTHON" -m pytest benchmarks -q -p no:cacheprovider -k cuda --benchmark-only \
+  run_step "SMPLify launches per LM iteration (smplify_op_count.py --device cuda)" \
+    "$PYTHON" benchmarks/smplify_op_count.py --device cuda --batch 1024 \
+    --json "$ROOT/benchmarks/gpu_op_count_${DATE}.json"
+  run_step "CUDA benchmarks (pytest benchmarks -k 'cuda or gpu')" \
+    "$PYTHON" -m pytest benchmarks -q -p no:cacheprovider -k "cuda or gpu" --benchmark-only \
     --benchmark-json "$JSON" --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
   log "benchmark JSON: $JSON"
 fi

@@ -146,7 +146,7 @@ SF_HD Scratch<T> carve(const LMFitArgs& a, T* p, int32_t* ip) {
   s.p2d = p; p += Nk * 2;
   s.kp3 = p; p += Nk * 3;
   s.z = p; p += a.gmm_components * kBodyDim;
-  s.dense = p;  // 2 n, serial accumulation only: zero when carved (the caller's buffer)
+  s.dense = p;  // 2 n, serial accumulation only: zero when carved (the caller's buffer) and between views
   s.gather_idx = ip;
   return s;
 }
@@ -220,9 +220,9 @@ SF_HD T reprojection_view(const Team& t, const LMFitArgs& a, const kp::Model<T>&
   const int mv = mapped_count(a, v, P);
   T fpart = T(0);
   if (Team::kSerial) {
-    // Keypoint by keypoint: its two rows scattered into x's column order (every mapped column is
-    // written, so the buffers need no clearing; unmapped ones stay zero), then for each non-zero
-    // column c one contiguous, vectorisable update of H's row c up to the diagonal.
+    // Keypoint by keypoint: its two rows scattered into x's column order (every column the view maps
+    // is written for every keypoint; the others are zero), then for each non-zero column c one
+    // contiguous, vectorisable update of H's row c up to the diagonal.
     T* xa = s.dense;
     T* xb = s.dense + n;
     for (int64_t k = 0; k < Nk; ++k) {
@@ -248,6 +248,8 @@ SF_HD T reprojection_view(const Team& t, const LMFitArgs& a, const kp::Model<T>&
         rank2_row(H + static_cast<int64_t>(c) * n, xa, xb, ai, bi, c + 1);
       }
     }
+    // The next view (or evaluation) may map other columns: leave the buffers zero everywhere.
+    for (int q = 0; q < mv; ++q) xa[cols[order[q]]] = xb[cols[order[q]]] = T(0);
   } else {
     // Entry by entry (each (i, j) of the view's mapped columns has one owner), summed over the rows.
     for (int i = t.row0(); i < mv; i += t.row_step()) {

@@ -9,6 +9,7 @@
 
 #include "common/binding_utils.h"
 #include "fitting/keypoint_jacobian.h"
+#include "fitting/keypoint_model_bind.h"
 
 namespace smplfast {
 
@@ -25,28 +26,10 @@ void bind_keypoint_jacobian(pybind11::module_& m) {
            uintptr_t workspace, uintptr_t workspace_int) {
           KeypointArgs a{};
           a.batch = sizes[0];
-          a.joints = sizes[1];
-          a.betas = sizes[2];
-          a.influences = sizes[3];
-          a.keypoints = sizes[4];
-          a.nnz = sizes[5];
-          if (a.joints < 1 || a.joints > kMaxJoints)
-            throw std::invalid_argument("project_keypoints: the number of joints must be in [1, " +
-                                        std::to_string(kMaxJoints) + "]; got " + std::to_string(a.joints));
+          set_keypoint_model(a, {sizes[1], sizes[2], sizes[3], sizes[4], sizes[5]}, model, "project_keypoints");
           a.pose_blend = pose_blend;
           a.jacobian = jacobian;
           a.sigma = sigma;
-          a.parents = cptr<int64_t>(model[0]);
-          a.joint_template = vptr(model[1]);
-          a.joint_shapedirs = vptr(model[2]);
-          a.vertex_template = vptr(model[3]);
-          a.vertex_shapedirs = vptr(model[4]);
-          a.vertex_posedirs = vptr(model[5]);
-          a.lbs_idx = cptr<int32_t>(model[6]);
-          a.lbs_weights = vptr(model[7]);
-          a.regressor_ptr = cptr<int32_t>(model[8]);
-          a.regressor_col = cptr<int32_t>(model[9]);
-          a.regressor_val = vptr(model[10]);
           a.pose = vptr(in[0]);
           a.betas_in = vptr(in[1]);
           a.transl = vptr(in[2]);

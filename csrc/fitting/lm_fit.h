@@ -32,7 +32,9 @@
 // An inactive sample keeps x0 with objective NaN, 0 iterations, converged 0 (as the Python loop).
 //
 // The per-sample algorithm is written once against a team (batched_solve.h): SerialTeam on the
-// CPU, a thread block on the GPU, OpenMP threads emulating a block in tests.
+// CPU, a thread block on the GPU, OpenMP threads emulating a block in tests. The serial and the
+// block paths sum in different orders (JᵀJ by keypoint or by entry, the block's reductions), so
+// they agree up to rounding, not bit for bit.
 #pragma once
 
 #include <cmath>
@@ -84,7 +86,7 @@ struct LMFitArgs {
   void* objective;
   int64_t* iterations;
   uint8_t* converged;
-  void* workspace;  // CUDA: lm_fit_scratch_elems() per block
+  void* workspace;  // CUDA: the pair table, then lmfit::scratch_elems() per block
 };
 
 // Dimension of the GMM pose prior (SMPL's 23 body joints) and the angle prior's entries in it.

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "common/binding_utils.h"
+#include "fitting/keypoint_model_bind.h"
 #include "fitting/lm_fit.h"
 
 namespace smplfast {
@@ -32,14 +33,7 @@ LMFitArgs make_args(const std::array<int64_t, 17>& ints, bool pose_blend, const 
   a.views = ints[1];
   a.n = ints[2];
   k.batch = 0;
-  k.joints = ints[3];
-  k.betas = ints[4];
-  k.influences = ints[5];
-  k.keypoints = ints[6];
-  k.nnz = ints[7];
-  if (k.joints < 1 || k.joints > kMaxJoints)
-    throw std::invalid_argument("lm_fit: the number of joints must be in [1, " + std::to_string(kMaxJoints) +
-                                "]; got " + std::to_string(k.joints));
+  set_keypoint_model(k, {ints[3], ints[4], ints[5], ints[6], ints[7]}, model, "lm_fit");
   if (a.n < 1 || a.n > kMaxSolveSize)
     throw std::invalid_argument("lm_fit: the number of parameters must be in [1, " + std::to_string(kMaxSolveSize) +
                                 "]; got " + std::to_string(a.n));
@@ -69,17 +63,6 @@ LMFitArgs make_args(const std::array<int64_t, 17>& ints, bool pose_blend, const 
   a.init_damping = reals[12];
   a.max_damping = reals[13];
   a.cg_rel_tol = reals[14];
-  k.parents = cptr<int64_t>(model[0]);
-  k.joint_template = vptr(model[1]);
-  k.joint_shapedirs = vptr(model[2]);
-  k.vertex_template = vptr(model[3]);
-  k.vertex_shapedirs = vptr(model[4]);
-  k.vertex_posedirs = vptr(model[5]);
-  k.lbs_idx = cptr<int32_t>(model[6]);
-  k.lbs_weights = vptr(model[7]);
-  k.regressor_ptr = cptr<int32_t>(model[8]);
-  k.regressor_col = cptr<int32_t>(model[9]);
-  k.regressor_val = vptr(model[10]);
   k.workspace = mptr(workspace);
   k.workspace_int = reinterpret_cast<int32_t*>(workspace_int);
   a.base = vptr(data[0]);

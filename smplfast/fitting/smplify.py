@@ -541,16 +541,35 @@ class SMPLify:
         nb = betas.shape[1]
         P = km.num_params
         n = 72 + nb + (3 if optimize_camera else 0)
-        if optimize_camera:  # the kernel's columns [pose, β, translation]; otherwise its first n columns
-            cols = torch.cat([torch.arange(72 + nb, device=pose.device), torch.arange(P - 3, P, device=pose.device)])
         eye, zero3, focal = self._camera_constants(B, pose)
         prior = self.pose_prior
-        angle_signs = torch.tensor(ANGLE_PRIOR_SIGNS, dtype=pose.dtype, device=pose.device)
         wp2, wa2, ws2 = w.pose_prior_weight ** 2, w.angle_prior_weight ** 2, w.shape_prior_weight ** 2
         wan2, wb2, wd2 = w.anchor_weight ** 2, w.shape_bound_weight ** 2, w.depth_loss_weight ** 2
         body = slice(3, 72)
         shape = slice(72, 72 + nb)
+        parts = [pose, betas] + ([cam_t] if optimize_camera else [])
+        x0 = torch.cat(parts, dim=1)
+        if self.fused and not record_history:
+            # x = [pose (72), betas (nb)(, translation (3))]: the kernel's own column order.
+            cols = self._columns(f"body{int(optimize_camera)}", P, pose.device,
+                                 list(range(72 + nb)) + (list(range(72 + nb, 75 + nb)) if optimize_camera else [-1] * 3))
+            x, _, it, conv = ops.lm_fit(
+                km, x0, base=torch.cat([pose, betas, cam_t], dim=1)[:, None], cols=cols, cam_rot=eye[:, None],
+                cam_transl=zero3[:, None], focal=focal[:, None], center=center[:, None], target=joints_2d[:, None],
+                weight=conf[:, None], sigma=w.sigma, gmm=_gmm_buffers(prior, x0.dtype), pose_w2=wp2, angle_w2=wa2,
+                body_col=3, shape_col=72, shape_w2=ws2, bound_w2=wb2, bound=w.shape_bound,
+                anchor_col=0 if wan2 else -1, anchor_target=init_pose if wan2 else None, anchor_w2=wan2,
+                anchor_sigma=w.anchor_sigma, depth_col=72 + nb + 2 if optimize_camera else -1,
+                depth_target=init_cam_t[:, 2] if optimize_camera else None, depth_w2=wd2, active=visible,
+                **_lm_kwargs(self.lm_options))
+            if optimize_camera:
+                cam_t = x[:, 72 + nb:].clone()
+            return x[:, :72].clone(), x[:, shape].clone(), cam_t, it, conv, []
 
+        # The unfused loop (the reference; per-iteration history).
+        if optimize_camera:  # the kernel's columns [pose, β, translation]; otherwise its first n columns
+            cols = torch.cat([torch.arange(72 + nb, device=pose.device), torch.arange(P - 3, P, device=pose.device)])
+        angle_signs = torch.tensor(ANGLE_PRIOR_SIGNS, dtype=pose.dtype, device=pose.device)
         angle_idx = torch.tensor(ANGLE_PRIOR_INDICES, device=pose.device) + 3
         eye_nb = torch.eye(nb, dtype=pose.dtype, device=pose.device)
 
@@ -599,24 +618,6 @@ class SMPLify:
                 g[:, -1] += wd2 * dz
             return f, H, g
 
-        parts = [pose, betas] + ([cam_t] if optimize_camera else [])
-        x0 = torch.cat(parts, dim=1)
-        if self.fused and not record_history:
-            # x = [pose (72), betas (nb)(, translation (3))]: the kernel's own column order.
-            cols = self._columns(f"body{int(optimize_camera)}", P, pose.device,
-                                 list(range(72 + nb)) + (list(range(72 + nb, 75 + nb)) if optimize_camera else [-1] * 3))
-            x, _, it, conv = ops.lm_fit(
-                km, x0, base=torch.cat([pose, betas, cam_t], dim=1)[:, None], cols=cols, cam_rot=eye[:, None],
-                cam_transl=zero3[:, None], focal=focal[:, None], center=center[:, None], target=joints_2d[:, None],
-                weight=conf[:, None], sigma=w.sigma, gmm=_gmm_buffers(prior, x0.dtype), pose_w2=wp2, angle_w2=wa2,
-                body_col=3, shape_col=72, shape_w2=ws2, bound_w2=wb2, bound=w.shape_bound,
-                anchor_col=0 if wan2 else -1, anchor_target=init_pose if wan2 else None, anchor_w2=wan2,
-                anchor_sigma=w.anchor_sigma, depth_col=72 + nb + 2 if optimize_camera else -1,
-                depth_target=init_cam_t[:, 2] if optimize_camera else None, depth_w2=wd2, active=visible,
-                **_lm_kwargs(self.lm_options))
-            if optimize_camera:
-                cam_t = x[:, 72 + nb:].clone()
-            return x[:, :72].clone(), x[:, shape].clone(), cam_t, it, conv, []
         opts = self.lm_options
         if record_history:
             opts = replace(opts, record_history=True)

@@ -173,12 +173,13 @@ def _launch(model, has_pose_blend, x0, base, cols, cam_rot, cam_transl, focal, c
         _C.lm_fit_team(dtype_code(x0), all_ints, bool(has_pose_blend), [float(sigma), *reals], model_ptrs, data,
                        out_ptrs, int(team[0]), int(team[1]))
         return outs
+    where = _target(x0)  # first: a CUDA tensor on a build without CUDA kernels gets its clear error here
     workspace, workspace_int = _empty(x0), _empty(x0, torch.int32)
     if x0.device.type == "cuda":
         n_float, n_int = _C.lm_fit_workspace(dtype_code(x0), x0.device.index or 0, all_ints, bool(has_pose_blend))
         workspace = x0.new_empty((n_float,))
         workspace_int = torch.empty(n_int, dtype=torch.int32, device=x0.device)
-    _C.lm_fit(_target(x0), dtype_code(x0), all_ints, bool(has_pose_blend), [float(sigma), *reals], model_ptrs, data,
+    _C.lm_fit(where, dtype_code(x0), all_ints, bool(has_pose_blend), [float(sigma), *reals], model_ptrs, data,
               out_ptrs, workspace.data_ptr(), workspace_int.data_ptr())
     return outs
 
@@ -292,7 +293,8 @@ def lm_fit(model, x0: Tensor, *, base: Tensor, cols: Tensor, cam_rot: Tensor, ca
         x (B, n), objective (B,), iterations (B,) int64, converged (B,) bool.
 
     Float32 or float64, CPU or CUDA, not differentiable. Model index tensors and ``cols`` are validated
-    once per tensor on CUDA (every call on the CPU).
+    once per tensor on CUDA (every call on the CPU; a host read each time they are new): to capture a
+    call in a CUDA graph, run it once first with the same model and ``cols`` tensors, then capture.
     """
     return _lm_fit(*_arguments(model, x0, base, cols, cam_rot, cam_transl, focal, center, target, weight, sigma, gmm,
                                pose_w2, angle_w2, body_col, shape_col, shape_w2, bound_w2, bound, anchor_col,

@@ -1,12 +1,16 @@
-"""HoloPose's refinement: time of one Gauss-Newton iteration (residuals, explicit Jacobian, normal
-equations and the 20-iteration conjugate-gradient solve) with 2000 DensePose points per person, plus
-24 2D keypoints, at batch 1 and 64, float32, perspective camera. The one-off lookup of the points'
+"""HoloPose's refinement: time of one Gauss-Newton iteration (residuals, Jacobian, normal equations and
+the 20-iteration conjugate-gradient solve) with 2000 DensePose points per person, plus 24 2D keypoints,
+at batch 1 and 64, float32, perspective camera. The DensePose term is accumulated point by point by the
+fused kernel (``ops.point_normal_equations``, the default) or through the explicit (B, N, 2, n)
+Jacobian. The one-off lookup of the points'
 rest-space data is not part of an iteration (it happens once per refinement).
 
 (An autograd Jacobian needs one backward pass per residual row, 4048 per person here, because the
 skinning ops are custom ops that ``torch.func.jacrev``'s vmap cannot batch; it is not timed.)
 Run: ``pytest benchmarks/test_refine.py``.
 """
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -46,8 +50,10 @@ def make_problem(grid, charts, B, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batch", [1, 64])
-def test_refine_iteration(benchmark, model, batch, device):
+@pytest.mark.parametrize("impl", ["fused", "explicit-jacobian"])
+def test_refine_iteration(benchmark, model, batch, device, impl):
     problem, x = make_problem(*model, batch, device)
+    problem.opt = replace(problem.opt, fused=impl == "fused")
     lam = torch.full((batch,), 1e-6, device=device)
 
     def iteration():
@@ -58,6 +64,6 @@ def test_refine_iteration(benchmark, model, batch, device):
             torch.cuda.synchronize()
 
     benchmark.group = f"refine iteration, {POINTS} DensePose points + 24 keypoints per person"
-    benchmark.extra_info.update(batch=batch, device=device, points=POINTS, impl="explicit-jacobian")
+    benchmark.extra_info.update(batch=batch, device=device, points=POINTS, impl=impl)
     rounds = 50 if device == "cuda" else (3 if batch == 64 else 10)
     benchmark.pedantic(iteration, rounds=rounds, warmup_rounds=1)

@@ -23,6 +23,7 @@ namespace smplfast {
 void bind_keypoint_jacobian(py::module_& m);
 void bind_batched_solve(py::module_& m);
 void bind_lm_fit(py::module_& m);
+void bind_point_normal_equations(py::module_& m);
 void bind_uv_lookup(py::module_& m);
 void bind_rasterize(py::module_& m);
 void bind_soft_silhouette(py::module_& m);
@@ -184,6 +185,7 @@ PYBIND11_MODULE(_C, m) {
   bind_keypoint_jacobian(m);
   bind_batched_solve(m);
   bind_lm_fit(m);
+  bind_point_normal_equations(m);
   bind_uv_lookup(m);
   bind_rasterize(m);
   bind_soft_silhouette(m);

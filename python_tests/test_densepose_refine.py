@@ -465,3 +465,122 @@ def test_body_params_rotmat_bad_inputs(setup, synthetic):
         BodyParams(init.betas, rotmat=1.1 * R).to_axis_angle()
     with pytest.raises(ValueError, match="negative determinant"):
         BodyParams(init.betas, rotmat=-R).to_axis_angle()
+
+
+# ------------------------------------------------------------- DensePose normal equations, point by point
+def _dense_problem(setup, weak, squared, B=3, N=60, seed=11):
+    _, charts, _ = setup
+    grid = UVGrid.from_model(setup[0], resolution=8, dtype=D)
+    g = torch.Generator().manual_seed(seed)
+    part, uv, _, _ = sample_chart_points(charts, B * N, g)
+    pts = IUVPoints(part.view(B, N), uv.view(B, N, 2), torch.randn(B, N, 2, generator=g, dtype=D) * 50 + 300,
+                    torch.rand(B, N, generator=g) > 0.2).check()
+    kp2 = torch.randn(B, 24, 3, generator=g, dtype=D) * 50 + 300
+    if weak:
+        cam = WeakPerspectiveCamera(torch.tensor([[0.9, 0.1, -0.2]], dtype=D).expand(B, 3).clone())
+        c = cam.params
+    else:
+        rot = torch.linalg.matrix_exp(torch.tensor([[0, 0.1, 0], [-0.1, 0, 0.2], [0, -0.2, 0]], dtype=D))
+        cam = PerspectiveCamera(torch.tensor([800.0, 820.0], dtype=D), torch.tensor([400.0, 300.0], dtype=D),
+                                rot.expand(B, 3, 3), torch.tensor([0.1, 0.2, 0.1], dtype=D).expand(B, 3))
+        c = torch.tensor([0.0, 0.1, 3.0], dtype=D).expand(B, 3)
+    fixed = torch.randn(B, 3, generator=g, dtype=D) * 0.1 if weak else None
+    prob = RefineProblem(grid, cam, RefineOptions(squared_dp=squared, dp_weight=1.7), B, pts, kp2, None,
+                         fixed_transl=fixed)
+    x = torch.cat([torch.randn(B, 72, generator=g, dtype=D) * 0.4, torch.randn(B, 10, generator=g, dtype=D), c], 1)
+    return prob, x
+
+
+@pytest.mark.parametrize("weak", [False, True])
+@pytest.mark.parametrize("squared", [False, True])
+def test_point_normal_equations_match_the_explicit_jacobian(setup, weak, squared):
+    """The fused DensePose normal equations against the explicit (B, N, 2, n) Jacobian path, the op's
+    own PyTorch reference, and the CUDA kernel's block path run on CPU threads."""
+    from dataclasses import replace
+
+    from smplfast import ops
+    from smplfast.ops.point_normal_equations import _point_normal_equations_team
+
+    prob, x = _dense_problem(setup, weak, squared)
+    fused = prob.evaluate(x)
+    prob.opt = replace(prob.opt, fused=False)
+    explicit = prob.evaluate(x)
+    for a, b in zip(fused[:3], explicit[:3]):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-9)
+    torch.testing.assert_close(fused[3]["densepose"], explicit[3]["densepose"], rtol=1e-12, atol=0)
+    st = prob._state(x)
+    d = prob.points
+    cam = (dict(fixed_transl=prob.fixed_transl) if weak else
+           dict(cam_R=prob.cam_R, cam_t=prob.cam_t, focal=prob.focal, center=prob.center))
+    args = (prob.grid.parents, st["A"], st["p"], st["M"], st["dT"], prob._rest_points(st, None), d.shapedirs,
+            d.weights, prob.xy, prob.dp_mask, prob.dp_count, x[:, 82:])
+    kw = dict(weak=weak, squared=squared, weight=1.7, eps=1e-3, **cam)
+    op = ops.point_normal_equations(*args, **kw)
+    ref = ops.point_normal_equations_reference(*args, **kw)
+    team = _point_normal_equations_team(*args, threads=4, lanes=2, **kw)
+    for a, b, t in zip(op, ref, team):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-9)
+        torch.testing.assert_close(t, b, rtol=1e-11, atol=1e-9)
+    if not weak and not squared:
+        torch.library.opcheck(ops.point_normal_equations.__globals__["_pne"],
+                              args + tuple(kw[k] for k in ("cam_R", "cam_t", "focal", "center")) + (None, weak, squared,
+                                                                                                   1.7, 1e-3),
+                              test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_refine_fused_matches_explicit(setup, synthetic):
+    # LM with Cholesky steps: the same fits. (The default Gauss-Newton loop solves its nearly singular
+    # systems by 20 CG steps at a damping of 1e-6, which turns the ~1e-16 rounding differences of H into
+    # ~1e-4 differences of the first step, so its trajectories are not comparable this way.)
+    _, _, grid = setup
+    s = synthetic
+    kw = dict(iuv_points=s["pts"], keypoints_2d=s["kp2"], camera=s["cam"], grid=grid, max_iters=8, method="lm",
+              linear_solver="cholesky")
+    a = refine(s["init"], **kw)
+    b = refine(s["init"], fused=False, **kw)
+    assert torch.equal(a.iterations, b.iterations)
+    torch.testing.assert_close(a.loss, b.loss, rtol=1e-7, atol=0)
+    torch.testing.assert_close(a.params.body_pose, b.params.body_pose, rtol=0, atol=1e-6)
+
+
+def test_point_normal_equations_bad_inputs(setup):
+    from smplfast import ops
+
+    prob, x = _dense_problem(setup, weak=False, squared=False, B=2, N=10)
+    st = prob._state(x)
+    d = prob.points
+    args = [prob.grid.parents, st["A"], st["p"], st["M"], st["dT"], prob._rest_points(st, None), d.shapedirs,
+            d.weights, prob.xy, prob.dp_mask, prob.dp_count, x[:, 82:]]
+    cam = dict(cam_R=prob.cam_R, cam_t=prob.cam_t, focal=prob.focal, center=prob.center)
+    with pytest.raises(ValueError, match="cam_R is required"):
+        ops.point_normal_equations(*args)
+    bad = list(args)
+    bad[7] = d.weights[..., :20]
+    with pytest.raises(ValueError, match="w must have shape"):
+        ops.point_normal_equations(*bad, **cam)
+    bad = list(args)
+    bad[8] = prob.xy.float()
+    with pytest.raises(TypeError, match="xy must be torch.float64"):
+        ops.point_normal_equations(*bad, **cam)
+    bad = list(args)
+    bad[0] = torch.tensor([-1] + list(range(1, 24)))
+    with pytest.raises(ValueError, match="parents"):
+        ops.point_normal_equations(*bad, **cam)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+@pytest.mark.parametrize("weak", [False, True])
+def test_point_normal_equations_cuda_matches_cpu(setup, weak):
+    from smplfast import ops
+
+    prob, x = _dense_problem(setup, weak, squared=False, B=3, N=300)
+    st = prob._state(x)
+    d = prob.points
+    cam = (dict(fixed_transl=prob.fixed_transl) if weak else
+           dict(cam_R=prob.cam_R, cam_t=prob.cam_t, focal=prob.focal, center=prob.center))
+    args = (prob.grid.parents, st["A"], st["p"], st["M"], st["dT"], prob._rest_points(st, None), d.shapedirs,
+            d.weights, prob.xy, prob.dp_mask, prob.dp_count, x[:, 82:])
+    cpu = ops.point_normal_equations(*args, weak=weak, **cam)
+    gpu = ops.point_normal_equations(*(a.cuda() for a in args), weak=weak, **{k: v.cuda() for k, v in cam.items()})
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-10, atol=1e-8)

@@ -20,6 +20,7 @@ from .batched_solve import (
     conjugate_gradient_solve_reference,
 )
 from .lm_fit import lm_fit
+from .point_normal_equations import point_normal_equations, point_normal_equations_reference
 from .uv_lookup import uv_lookup, uv_lookup_reference
 from .rasterize import rasterize, rasterize_reference, interpolate
 from .soft_silhouette import soft_silhouette, soft_silhouette_reference
@@ -43,6 +44,8 @@ __all__ = [
     "conjugate_gradient_solve",
     "conjugate_gradient_solve_reference",
     "lm_fit",
+    "point_normal_equations",
+    "point_normal_equations_reference",
     "uv_lookup",
     "uv_lookup_reference",
     "rasterize",

@@ -73,6 +73,7 @@ class RefineOptions:
     max_damping: float = 1e8
     irls_eps: float = 1e-3
     irls_eps_3d: float = 1e-5
+    fused: bool = True  # the DensePose normal equations by smplfast.ops.point_normal_equations (False: explicit Jacobian)
 
 
 @dataclass
@@ -240,19 +241,44 @@ class RefineProblem:
         return proj, P, P
 
     # --------------------------------------------------------------------------------- residuals
-    def residuals(self, x: Tensor, rows: Optional[Tensor] = None, jacobian: bool = True) -> Dict[str, tuple]:
+    def _rest_points(self, st, rows: Optional[Tensor]) -> Tensor:
+        """The DensePose points' rest positions (b, N, 3) at this shape (and pose, for pose blend shapes)."""
+        d = self.points
+        b = st["betas"].shape[0]
+        v = _sel(d.template, rows) + torch.einsum("bncs,bs->bnc", _sel(d.shapedirs, rows), st["betas"])
+        if d.posedirs is not None:
+            eye = torch.eye(3, dtype=v.dtype, device=v.device)
+            v = v + torch.einsum("bncf,bf->bnc", _sel(d.posedirs, rows), (st["rot"][:, 1:] - eye).reshape(b, -1))
+        return v
+
+    def densepose_normal_equations(self, x: Tensor, rows: Optional[Tensor] = None, st=None):
+        """The DensePose term's value (b,) and its IRLS normal equations H (b, n, n), g (b, n) (weighted by
+        ``dp_weight``), accumulated point by point by :func:`smplfast.ops.point_normal_equations`."""
+        o = self.opt
+        st = self._state(x) if st is None else st
+        d = self.points
+        c = x[:, 3 * self.J + self.S:]
+        cam = (dict(fixed_transl=_sel(self.fixed_transl, rows)) if self.weak else
+               dict(cam_R=_sel(self.cam_R, rows), cam_t=_sel(self.cam_t, rows), focal=_sel(self.focal, rows),
+                    center=_sel(self.center, rows)))
+        return ops.point_normal_equations(self.grid.parents, st["A"], st["p"], st["M"], st["dT"],
+                                          self._rest_points(st, rows), _sel(d.shapedirs, rows), _sel(d.weights, rows),
+                                          _sel(self.xy, rows), _sel(self.dp_mask, rows), _sel(self.dp_count, rows), c,
+                                          weak=self.weak, squared=o.squared_dp, weight=o.dp_weight, eps=o.irls_eps,
+                                          **cam)
+
+    def residuals(self, x: Tensor, rows: Optional[Tensor] = None, jacobian: bool = True, densepose: bool = True,
+                  st=None) -> Dict[str, tuple]:
         """Unweighted residuals and their Jacobians per term: ``{"dp": (e (b, N, 2), J (b, N, 2, n)),
-        "kp2d": (e (b, K, 2), J), "kp3d": (e (b, K, 3), J)}`` for the terms present."""
-        b, J, S = x.shape[0], self.J, self.S
-        st = self._state(x)
+        "kp2d": (e (b, K, 2), J), "kp3d": (e (b, K, 3), J)}`` for the terms present (``densepose=False``
+        leaves the DensePose term out)."""
+        J, S = self.J, self.S
+        st = self._state(x) if st is None else st
         c = x[:, 3 * J + S:]
         out = {}
-        if self.points is not None:
+        if self.points is not None and densepose:
             d = self.points
-            v = _sel(d.template, rows) + torch.einsum("bncs,bs->bnc", _sel(d.shapedirs, rows), st["betas"])
-            if d.posedirs is not None:
-                eye = torch.eye(3, dtype=x.dtype, device=x.device)
-                v = v + torch.einsum("bncf,bf->bnc", _sel(d.posedirs, rows), (st["rot"][:, 1:] - eye).reshape(b, -1))
+            v = self._rest_points(st, rows)
             w = _sel(d.weights, rows)
             xb, wy = self._skin(st, v, w)
             if self.weak:
@@ -325,12 +351,18 @@ class RefineProblem:
     def evaluate(self, x: Tensor, rows: Optional[Tensor] = None, normal_equations: bool = True):
         """(objective (b,), H (b, n, n), g (b, n), per-term values) at x for samples ``rows`` (None: all)."""
         o = self.opt
-        res = self.residuals(x, rows, jacobian=normal_equations)
+        fused = normal_equations and o.fused and self.points is not None
+        st = self._state(x)
+        res = self.residuals(x, rows, jacobian=normal_equations, densepose=not fused, st=st)
         b, n = x.shape
         f = x.new_zeros(b)
         terms = {}
         H = x.new_zeros(b, n, n) if normal_equations else None
         g = x.new_zeros(b, n) if normal_equations else None
+        if fused:
+            val, H, g = self.densepose_normal_equations(x, rows, st)
+            terms["densepose"] = val
+            f = f + o.dp_weight * val
 
         def add(e, J, s2):
             # Rows weighted by s2 (b, m): H += J^T diag(s2) J, g += J^T diag(s2) e.

@@ -137,7 +137,8 @@ run_step "CUDA tests (pytest -k 'cuda or gpu')" \
 # ---------------------------------------------------------------- compute-sanitizer
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 SAN_TESTS=(python_tests/test_skinning_ops.py python_tests/test_backward_ops.py
-  python_tests/test_uv_lookup.py python_tests/test_soft_silhouette.py python_tests/test_lm_fit.py)
+  python_tests/test_uv_lookup.py python_tests/test_soft_silhouette.py python_tests/test_lm_fit.py
+  python_tests/test_densepose_refine.py)
 if [ -z "$SAN" ]; then
   skip_step "compute-sanitizer memcheck" "compute-sanitizer not found"
   skip_step "compute-sanitizer racecheck" "compute-sanitizer not found"

@@ -491,6 +491,17 @@ def _dense_problem(setup, weak, squared, B=3, N=60, seed=11):
     return prob, x
 
 
+def _op_args(prob, x, weak):
+    """point_normal_equations' positional arguments and camera keywords for a RefineProblem at x."""
+    st = prob._state(x)
+    d = prob.points
+    cam = (dict(fixed_transl=prob.fixed_transl) if weak else
+           dict(cam_R=prob.cam_R, cam_t=prob.cam_t, focal=prob.focal, center=prob.center))
+    args = (prob.grid.parents, st["A"], st["p"], st["M"], st["dT"], prob._rest_points(st, None), d.shapedirs,
+            d.weights, prob.xy, prob.dp_mask, prob.dp_count, x[:, 82:])
+    return args, cam
+
+
 @pytest.mark.parametrize("weak", [False, True])
 @pytest.mark.parametrize("squared", [False, True])
 def test_point_normal_equations_match_the_explicit_jacobian(setup, weak, squared):
@@ -508,12 +519,7 @@ def test_point_normal_equations_match_the_explicit_jacobian(setup, weak, squared
     for a, b in zip(fused[:3], explicit[:3]):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-9)
     torch.testing.assert_close(fused[3]["densepose"], explicit[3]["densepose"], rtol=1e-12, atol=0)
-    st = prob._state(x)
-    d = prob.points
-    cam = (dict(fixed_transl=prob.fixed_transl) if weak else
-           dict(cam_R=prob.cam_R, cam_t=prob.cam_t, focal=prob.focal, center=prob.center))
-    args = (prob.grid.parents, st["A"], st["p"], st["M"], st["dT"], prob._rest_points(st, None), d.shapedirs,
-            d.weights, prob.xy, prob.dp_mask, prob.dp_count, x[:, 82:])
+    args, cam = _op_args(prob, x, weak)
     kw = dict(weak=weak, squared=squared, weight=1.7, eps=1e-3, **cam)
     op = ops.point_normal_equations(*args, **kw)
     ref = ops.point_normal_equations_reference(*args, **kw)
@@ -547,11 +553,9 @@ def test_point_normal_equations_bad_inputs(setup):
     from smplfast import ops
 
     prob, x = _dense_problem(setup, weak=False, squared=False, B=2, N=10)
-    st = prob._state(x)
+    args, cam = _op_args(prob, x, weak=False)
+    args = list(args)
     d = prob.points
-    args = [prob.grid.parents, st["A"], st["p"], st["M"], st["dT"], prob._rest_points(st, None), d.shapedirs,
-            d.weights, prob.xy, prob.dp_mask, prob.dp_count, x[:, 82:]]
-    cam = dict(cam_R=prob.cam_R, cam_t=prob.cam_t, focal=prob.focal, center=prob.center)
     with pytest.raises(ValueError, match="cam_R is required"):
         ops.point_normal_equations(*args)
     bad = list(args)
@@ -574,12 +578,7 @@ def test_point_normal_equations_cuda_matches_cpu(setup, weak):
     from smplfast import ops
 
     prob, x = _dense_problem(setup, weak, squared=False, B=3, N=300)
-    st = prob._state(x)
-    d = prob.points
-    cam = (dict(fixed_transl=prob.fixed_transl) if weak else
-           dict(cam_R=prob.cam_R, cam_t=prob.cam_t, focal=prob.focal, center=prob.center))
-    args = (prob.grid.parents, st["A"], st["p"], st["M"], st["dT"], prob._rest_points(st, None), d.shapedirs,
-            d.weights, prob.xy, prob.dp_mask, prob.dp_count, x[:, 82:])
+    args, cam = _op_args(prob, x, weak)
     cpu = ops.point_normal_equations(*args, weak=weak, **cam)
     gpu = ops.point_normal_equations(*(a.cuda() for a in args), weak=weak, **{k: v.cuda() for k, v in cam.items()})
     for a, b in zip(cpu, gpu):

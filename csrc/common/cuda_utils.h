@@ -78,6 +78,16 @@ inline const CtxApi& ctx_api() {
 // cudaSetDevice(previous), which would create a context (and ~0.5 GB) on GPU 0 for work on cuda:1..N.
 // The runtime follows the driver's current context, so torch (dynamic runtime, same driver) sees
 // the same current device after the call as before it.
+// Blocks for a one-block-per-sample kernel that loops over its samples: a few per SM, never more than
+// the samples (the grid, and with it the per-block scratch the caller allocates, stays bounded).
+inline unsigned blocks_per_sample_grid(int64_t batch, int device, int blocks_per_sm) {
+  int sms = 0;
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  const int64_t cap = int64_t(blocks_per_sm) * sms;
+  const int64_t grid = batch < cap ? batch : cap;
+  return static_cast<unsigned>(grid > 1 ? grid : 1);
+}
+
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {

@@ -5,7 +5,6 @@
 // workspace stays small; only the reductions use shared memory.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -32,11 +31,6 @@ __global__ void __launch_bounds__(kThreads) lm_fit_kernel(LMFitArgs a, kp::Pairs
   }
 }
 
-unsigned grid_for(int64_t batch, int device) {
-  int sms = 0;
-  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(batch, int64_t(kBlocksPerSM) * sms)));
-}
 
 int64_t pair_floats(const LMFitArgs& a) {
   const KeypointArgs& k = a.model;
@@ -52,7 +46,7 @@ void launch(const LMFitArgs& a, int device, cudaStream_t s) {
   int32_t* wi = k.workspace_int;
   const kp::Pairs<T> pt{pair_stride(J, k.betas, k.pose_blend), wi, wi + Nk, wi + Nk + Nk * J, ws};
   if (Nk > 0) build_pairs_kernel<T><<<static_cast<unsigned>(Nk), kPairThreads, 0, s>>>(k, pt);
-  const unsigned grid = grid_for(a.batch, device);
+  const unsigned grid = blocks_per_sample_grid(a.batch, device, kBlocksPerSM);
   T* scratch = ws + pair_floats(a);
   const int64_t elems = lmfit::scratch_elems(a);
   if (J <= 24)
@@ -81,7 +75,8 @@ void lm_fit_cuda_workspace_elems(DType dtype, const LMFitArgs& a, int device, in
   (void)dtype;
   const KeypointArgs& k = a.model;
   *n_int = k.keypoints + k.keypoints * k.joints + k.nnz * k.influences;
-  *n_float = a.batch == 0 ? 0 : pair_floats(a) + int64_t(grid_for(a.batch, device)) * lmfit::scratch_elems(a);
+  const int64_t blocks = blocks_per_sample_grid(a.batch, device, kBlocksPerSM);
+  *n_float = a.batch == 0 ? 0 : pair_floats(a) + blocks * lmfit::scratch_elems(a);
 }
 
 }  // namespace smplfast

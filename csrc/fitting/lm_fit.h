@@ -42,6 +42,7 @@
 #include <limits>
 
 #include "common/macros.h"
+#include "common/rank_update.h"
 #include "fitting/batched_solve.h"
 #include "fitting/keypoint_jacobian.h"
 
@@ -174,12 +175,6 @@ SF_HD int mapped_count(const LMFitArgs& a, int64_t v, int64_t P) {
   int c = 0;
   while (c < P && ord[c] >= 0) ++c;
   return c;
-}
-
-// h[j] += ai a[j] + bi b[j], j < len: one row of a rank-two update (the buffers never overlap).
-template <typename T>
-SF_HD void rank2_row(T* __restrict__ h, const T* __restrict__ a, const T* __restrict__ b, T ai, T bi, int32_t len) {
-  for (int32_t j = 0; j < len; ++j) h[j] += ai * a[j] + bi * b[j];
 }
 
 // Adds view v's reprojection terms at x to H (lower triangle), g; returns this member's part of Σ r².

@@ -4,7 +4,6 @@
 // the pass's rows to H entry by entry.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <stdexcept>
 
 #include "common/cuda_utils.h"
@@ -28,11 +27,6 @@ __global__ void __launch_bounds__(kThreads) pne_kernel(PointNormalArgs a, T* scr
   }
 }
 
-unsigned grid_for(int64_t batch, int device) {
-  int sms = 0;
-  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(batch, int64_t(kBlocksPerSM) * sms)));
-}
 
 int64_t block_elems(const PointNormalArgs& a) {
   return pne::scratch_elems(3 * a.joints + a.betas + 3, kThreads);
@@ -41,7 +35,7 @@ int64_t block_elems(const PointNormalArgs& a) {
 template <typename T>
 void launch(const PointNormalArgs& a, int device, cudaStream_t s) {
   if (a.batch == 0) return;
-  const unsigned grid = grid_for(a.batch, device);
+  const unsigned grid = blocks_per_sample_grid(a.batch, device, kBlocksPerSM);
   T* ws = static_cast<T*>(a.workspace);
   const int64_t elems = block_elems(a);
   if (a.joints <= 24)
@@ -65,7 +59,7 @@ void point_normal_equations_cuda(DType dtype, const PointNormalArgs& a, int devi
 }
 
 int64_t point_normal_equations_cuda_workspace_elems(const PointNormalArgs& a, int device) {
-  return a.batch == 0 ? 0 : int64_t(grid_for(a.batch, device)) * block_elems(a);
+  return a.batch == 0 ? 0 : int64_t(blocks_per_sample_grid(a.batch, device, kBlocksPerSM)) * block_elems(a);
 }
 
 }  // namespace smplfast

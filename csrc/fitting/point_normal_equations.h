@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "common/macros.h"
+#include "common/rank_update.h"
 #include "fitting/batched_solve.h"
 
 namespace smplfast {
@@ -177,12 +178,6 @@ SF_HD bool point_rows(const PointNormalArgs& a, int64_t b, int64_t i, T* r0, T* 
   return true;
 }
 
-// h[j] += ai a[j] + bi b[j] for j < len.
-template <typename T>
-SF_HD void rank2(T* __restrict__ h, const T* __restrict__ ra, const T* __restrict__ rb, T ai, T bi, int64_t len) {
-  for (int64_t j = 0; j < len; ++j) h[j] += ai * ra[j] + bi * rb[j];
-}
-
 // Sample b's value, H and g. scratch: scratch_elems(n, t.size()) values; idx: n ints (serial only).
 template <int kMaxJ, typename T, typename Team>
 SF_HD void sample(const Team& t, const PointNormalArgs& a, int64_t b, T* scratch, int32_t* idx) {
@@ -224,7 +219,7 @@ SF_HD void sample(const Team& t, const PointNormalArgs& a, int64_t b, T* scratch
         const int64_t c = idx[k];
         const T ai = sw * r0[c], bi = sw * r1[c];
         g[c] += ai * e0 + bi * e1;
-        rank2(H + c * n, r0, r1, ai, bi, c + 1);
+        rank2_row(H + c * n, r0, r1, ai, bi, c + 1);
       }
     } else {
       t.sync();

@@ -115,43 +115,56 @@ struct Scratch {
 
 SF_HD int64_t solve_ld(int64_t n) { return n | 1; }
 
-SF_HD int64_t scratch_elems(const LMFitArgs& a) {
+// Hands out consecutive slices of a buffer; with no buffer it only counts (the size query).
+template <typename T>
+struct Carver {
+  T* base;
+  int64_t used;
+  SF_HD T* take(int64_t count) {
+    T* p = base ? base + used : nullptr;
+    used += count;
+    return p;
+  }
+};
+
+// One sample's scratch from `p` (nullptr: nothing is carved, *total still gets the size) and P ints `ip`.
+template <typename T>
+SF_HD Scratch<T> carve(const LMFitArgs& a, T* p, int32_t* ip, int64_t* total = nullptr) {
   const int64_t n = a.n, J = a.model.joints, nb = a.model.betas, Nk = a.model.keypoints;
   const int64_t P = 3 * J + nb + 3, ld = solve_ld(n);
   const int64_t chol = solve::cholesky_scratch(n, ld), cg = solve::cg_scratch(n, ld);
-  return 7 * n + 2 * n * n + (chol > cg ? chol : cg) + P + J * kp::kJointStride + 9 * (J > 1 ? J - 1 : 0) +
-         6 * J * nb + Nk * 2 * P + Nk * 7 + a.gmm_components * kBodyDim + 2 * n;
+  Carver<T> c{p, 0};
+  Scratch<T> s;
+  s.x = c.take(n);
+  s.xn = c.take(n);
+  s.step = c.take(n);
+  s.g = c.take(n);
+  s.gn = c.take(n);
+  s.D = c.take(n);
+  s.mg = c.take(n);
+  s.H = c.take(n * n);
+  s.Hn = c.take(n * n);
+  s.solve = c.take(chol > cg ? chol : cg);
+  s.inp = c.take(P);
+  s.joints = c.take(J * kp::kJointStride);
+  s.pose_feature = c.take(9 * (J > 1 ? J - 1 : 0));
+  s.dp = c.take(3 * J * nb);
+  s.E = c.take(3 * J * nb);
+  s.jac = c.take(Nk * 2 * P);
+  s.res = c.take(Nk * 2);
+  s.p2d = c.take(Nk * 2);
+  s.kp3 = c.take(Nk * 3);
+  s.z = c.take(a.gmm_components * kBodyDim);
+  s.dense = c.take(2 * n);  // serial accumulation only: zero when carved (the caller's buffer) and between views
+  s.gather_idx = ip;
+  if (total) *total = c.used;
+  return s;
 }
 
-template <typename T>
-SF_HD Scratch<T> carve(const LMFitArgs& a, T* p, int32_t* ip) {
-  const int64_t n = a.n, J = a.model.joints, nb = a.model.betas, Nk = a.model.keypoints;
-  const int64_t P = 3 * J + nb + 3, ld = solve_ld(n);
-  const int64_t chol = solve::cholesky_scratch(n, ld), cg = solve::cg_scratch(n, ld);
-  Scratch<T> s;
-  s.x = p; p += n;
-  s.xn = p; p += n;
-  s.step = p; p += n;
-  s.g = p; p += n;
-  s.gn = p; p += n;
-  s.D = p; p += n;
-  s.mg = p; p += n;
-  s.H = p; p += n * n;
-  s.Hn = p; p += n * n;
-  s.solve = p; p += chol > cg ? chol : cg;
-  s.inp = p; p += P;
-  s.joints = p; p += J * kp::kJointStride;
-  s.pose_feature = p; p += 9 * (J > 1 ? J - 1 : 0);
-  s.dp = p; p += 3 * J * nb;
-  s.E = p; p += 3 * J * nb;
-  s.jac = p; p += Nk * 2 * P;
-  s.res = p; p += Nk * 2;
-  s.p2d = p; p += Nk * 2;
-  s.kp3 = p; p += Nk * 3;
-  s.z = p; p += a.gmm_components * kBodyDim;
-  s.dense = p;  // 2 n, serial accumulation only: zero when carved (the caller's buffer) and between views
-  s.gather_idx = ip;
-  return s;
+SF_HD int64_t scratch_elems(const LMFitArgs& a) {
+  int64_t total = 0;
+  carve<float>(a, nullptr, nullptr, &total);
+  return total;
 }
 
 // The angle prior's body-pose entries (left elbow y, right elbow y, left knee x, right knee x) and the

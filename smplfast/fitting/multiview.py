@@ -358,9 +358,7 @@ class MultiViewSMPLify(SMPLify):
         km = self._kp_model
         nb = self.num_betas
         P = km.num_params
-        key = ("multiview", self.calibrated, V, str(x0.device))
-        if key not in self._cols_cache:
-            self._cols_cache[key] = self._layout(V, nb)[0].to(device=x0.device, dtype=torch.int32).contiguous()
+        cols = self._columns(("multiview", self.calibrated, V, nb), x0.device, lambda: self._layout(V, nb)[0])
         if calib is None:
             eye, zero3, focal = self._camera_constants(B * V, joints_2d)
             R, tc, f = eye, zero3, focal
@@ -369,7 +367,7 @@ class MultiViewSMPLify(SMPLify):
         w = self.weights
         body_col, shape_col = (3, 72) if self.calibrated else (0, 69)
         x, _, it, conv = ops.lm_fit(
-            km, x0, base=x0.new_zeros(B, V, P), cols=self._cols_cache[key], cam_rot=R.reshape(B, V, 3, 3),
+            km, x0, base=x0.new_zeros(B, V, P), cols=cols, cam_rot=R.reshape(B, V, 3, 3),
             cam_transl=tc.reshape(B, V, 3), focal=f.reshape(B, V, 2), center=center.reshape(B, V, 2),
             target=joints_2d.reshape(B, V, -1, 2), weight=conf.reshape(B, V, -1), sigma=w.sigma,
             gmm=_gmm_buffers(self.pose_prior, x0.dtype), pose_w2=w.pose_prior_weight ** 2,

@@ -506,7 +506,7 @@ class SMPLify:
 
         x0 = torch.cat([pose[:, :3], cam_t], dim=1)
         if self.fused:  # x = [global orient (3), translation (3)]: kernel columns 0..2 and P-3..P-1
-            cols = self._columns("camera", P, pose.device, list(range(3)) + [-1] * (P - 6) + [3, 4, 5])
+            cols = self._columns(("camera", P), pose.device, lambda: [list(range(3)) + [-1] * (P - 6) + [3, 4, 5]])
             x, _, it, conv = ops.lm_fit(km, x0, base=torch.cat([pose, betas, cam_t], dim=1)[:, None], cols=cols,
                                         cam_rot=eye[:, None], cam_transl=zero3[:, None], focal=focal[:, None],
                                         center=center[:, None], target=joints_2d[:, None], weight=weight[:, None],
@@ -517,11 +517,12 @@ class SMPLify:
         pose = torch.cat([res.x[:, :3], body], dim=1)
         return pose, res.x[:, 3:].clone(), res.iterations, res.converged | ~visible
 
-    def _columns(self, kind: str, P: int, device, cols) -> Tensor:
-        """The fused kernel's column map (1, P) int32 for one stage layout, made once per device."""
-        key = (kind, P, str(device))
+    def _columns(self, key: tuple, device, make) -> Tensor:
+        """The fused kernel's column map (V, P) int32 for one stage layout, ``make()`` (a (V, P) nested
+        list or tensor) run once per layout and device: the kernel validates a map once per tensor."""
+        key = key + (str(device),)
         if key not in self._cols_cache:
-            self._cols_cache[key] = torch.tensor([cols], dtype=torch.int32, device=device)
+            self._cols_cache[key] = torch.as_tensor(make(), dtype=torch.int32).to(device).contiguous()
         return self._cols_cache[key]
 
     def _camera_constants(self, B, ref):
@@ -551,8 +552,8 @@ class SMPLify:
         x0 = torch.cat(parts, dim=1)
         if self.fused and not record_history:
             # x = [pose (72), betas (nb)(, translation (3))]: the kernel's own column order.
-            cols = self._columns(f"body{int(optimize_camera)}", P, pose.device,
-                                 list(range(72 + nb)) + (list(range(72 + nb, 75 + nb)) if optimize_camera else [-1] * 3))
+            cols = self._columns(("body", P, optimize_camera), pose.device, lambda: [
+                list(range(72 + nb)) + (list(range(72 + nb, 75 + nb)) if optimize_camera else [-1] * 3)])
             x, _, it, conv = ops.lm_fit(
                 km, x0, base=torch.cat([pose, betas, cam_t], dim=1)[:, None], cols=cols, cam_rot=eye[:, None],
                 cam_transl=zero3[:, None], focal=focal[:, None], center=center[:, None], target=joints_2d[:, None],

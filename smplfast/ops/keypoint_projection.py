@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .._backend import _C, check_float, check_shape, dtype_code, target as _target
+from ..geometry import MIN_DEPTH  # camera-space depth below which a point is clamped (zero depth derivative there)
 from ._value_checks import check_once
 from .kinematic_chain import kinematic_chain_reference
 from .rodrigues import rodrigues_reference
@@ -21,7 +22,6 @@ from .sparse_lbs import sparse_lbs_reference
 
 OP = "smplfast.project_keypoints"
 MAX_JOINTS = int(_C.build_info()["max_joints"])
-MIN_DEPTH = 1e-4  # camera-space depth below which a point is clamped (zero depth derivative there)
 
 # KeypointModel's tensors in the order the kernel takes them.
 _MODEL_FIELDS = ("parents", "joint_template", "joint_shapedirs", "vertex_template", "vertex_shapedirs",

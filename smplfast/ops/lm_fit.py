@@ -21,6 +21,7 @@ Python.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import List, Optional, Tuple
 
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from .._backend import _C, check_float, check_shape, dtype_code, target as _target
 from ._value_checks import check_once, value_checks_enabled
-from .keypoint_projection import _INDEX_DTYPES, _MODEL_FIELDS, _check_indices, _model_tensors
+from .keypoint_projection import _check_indices, _model_tensors
 from .keypoint_projection import _check as _kp_check
 from .keypoint_projection import OP as _KP_OP
 
@@ -48,19 +49,15 @@ def _check(model, x0, base, cols, cam_rot, cam_transl, focal, center, target, we
     check_float(OP, "x0", x0, [None, None])
     B, n = x0.shape
     dt, dev = x0.dtype, x0.device
-    for name, t in zip(_MODEL_FIELDS, model):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{OP}: model.{name} must be a torch.Tensor; got {type(t).__name__}")
-        want = _INDEX_DTYPES.get(name, dt)
-        if t.device != dev or t.dtype != want:
-            raise TypeError(f"{OP}: model.{name} must be {want} on {dev} (match x0's dtype and device); "
-                            f"got {t.dtype} on {t.device}")
     parents, joint_shapedirs, regressor_ptr = model[0], model[2], model[8]
-    if parents.dim() != 1 or joint_shapedirs.dim() != 3 or regressor_ptr.dim() != 1:
-        raise ValueError(f"{OP}: model.parents, joint_shapedirs and regressor_ptr must be 1-, 3- and 1-dimensional")
+    if not all(isinstance(t, Tensor) for t in (parents, joint_shapedirs, regressor_ptr)) or \
+            parents.dim() != 1 or joint_shapedirs.dim() != 3 or regressor_ptr.dim() != 1:
+        raise ValueError(f"{OP}: model.parents, joint_shapedirs and regressor_ptr must be 1-, 3- and 1-dimensional "
+                         "tensors (a KeypointModel)")
     J, nb = parents.shape[0], joint_shapedirs.shape[2]
     Nk = regressor_ptr.shape[0] - 1
-    # The model's own shapes, checked as project_keypoints checks them (on an empty batch).
+    # The model's types, devices and shapes, checked as project_keypoints checks them (on an empty batch of
+    # x0's dtype and device).
     e = x0.new_empty
     _kp_check(OP, model, True, e(0, J, 3), e(0, nb), e(0, 3), e(0, 3, 3), e(0, 3), e(0, 2), e(0, 2), e(0, Nk, 2),
               e(0, Nk), 0.0)
@@ -147,7 +144,7 @@ def _launch(model, has_pose_blend, x0, base, cols, cam_rot, cam_transl, focal, c
     S = model[3].shape[0]
     check_once(f"{_KP_OP}:S={S}", (parents, lbs_idx, model[8], regressor_col),
                lambda: _check_indices(OP, parents, lbs_idx, model[8], regressor_col, S))
-    if x0.device.type == "cpu" or value_checks_enabled(x0.device):
+    if value_checks_enabled(x0.device):  # always on the CPU
         _check_cols(cols, n)
     else:
         check_once(f"{OP}:cols:n={n}", (cols,), lambda: _check_cols(cols, n))
@@ -306,7 +303,9 @@ def lm_fit(model, x0: Tensor, *, base: Tensor, cols: Tensor, cam_rot: Tensor, ca
 def _lm_fit_team(model, x0: Tensor, threads: int, lanes: int, **kwargs) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`lm_fit` through the CUDA kernel's block-parallel path, run by ``threads`` CPU threads with
     ``lanes`` per row group (tests: the GPU's work split and barriers on a machine without a GPU)."""
-    args = _arguments(model, x0, **{**_DEFAULTS, **kwargs})
+    bound = inspect.signature(lm_fit).bind(model, x0, **kwargs)
+    bound.apply_defaults()
+    args = _arguments(**bound.arguments)
     tensors = args[:11]
     (has_pose_blend, x0, base, cols, cam_rot, cam_transl, focal, center, target, weight, sigma, gm, gp, gq, gc,
      anchor_target, depth_target, active, ints, reals) = args[11:]
@@ -314,9 +313,3 @@ def _lm_fit_team(model, x0: Tensor, threads: int, lanes: int, **kwargs) -> Tuple
            anchor_target, depth_target, active, ints[:6])
     return _launch(tensors, has_pose_blend, x0, base, cols, cam_rot, cam_transl, focal, center, target, weight,
                    sigma, (gm, gp, gq, gc), anchor_target, depth_target, active, ints, reals, team=(threads, lanes))
-
-
-_DEFAULTS = dict(gmm=None, pose_w2=0.0, angle_w2=0.0, body_col=-1, shape_col=-1, shape_w2=0.0, bound_w2=0.0, bound=2.0,
-                 anchor_col=-1, anchor_target=None, anchor_w2=0.0, anchor_sigma=0.2, depth_col=-1, depth_target=None,
-                 depth_w2=0.0, active=None, max_iters=30, ftol=1e-6, xtol=1e-8, gtol=1e-9, init_damping=1e-3,
-                 max_damping=1e10, linear_solver="cholesky", cg_iters=20, cg_rel_tol=1e-6)

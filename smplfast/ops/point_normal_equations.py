@@ -9,19 +9,21 @@ is the same maths in PyTorch (the specification; it builds the Jacobian).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .._backend import _C, check_float, check_shape, dtype_code, target as _target
+from ..geometry import MIN_DEPTH
 from ._value_checks import check_once
 
 OP = "smplfast.point_normal_equations"
-MIN_DEPTH = 1e-4  # as smplfast.geometry.MIN_DEPTH (a lower layer cannot import it)
 
 
-def _subtree_matrix(parents: Tensor, dtype) -> Tensor:
+def subtree_matrix(parents: Tensor, dtype) -> Tensor:
+    """(J, J) with D[k, j] = 1 when joint j is in the subtree of joint k (k itself included)."""
     J = parents.shape[0]
     D = torch.zeros(J, J, dtype=dtype)
     par = parents.tolist()
@@ -42,7 +44,7 @@ def point_normal_equations_reference(parents, A, p, M, dT, v, Sd, w, xy, mask, c
     y = torch.einsum("bjrc,bnc->bnjr", A[..., :3], v) + A[:, None, :, :, 3]          # (B, N, J, 3)
     wy = w[..., None] * y
     x = wy.sum(2)
-    D = _subtree_matrix(parents, v.dtype)
+    D = subtree_matrix(parents, v.dtype)
     X = torch.einsum("kj,bnjr->bnkr", D, wy)
     W = torch.einsum("kj,bnj->bnk", D, w)
     lever = X - W[..., None] * p[:, None]                                               # (B, N, J, 3)
@@ -199,11 +201,8 @@ def point_normal_equations(parents: Tensor, A: Tensor, p: Tensor, M: Tensor, dT:
 def _point_normal_equations_team(*args, threads: int, lanes: int, **kwargs):
     """:func:`point_normal_equations` through the CUDA kernel's block path on ``threads`` CPU threads
     (tests: the GPU's work split without a GPU)."""
-    names = ("parents", "A", "p", "M", "dT", "v", "Sd", "w", "xy", "mask", "count", "c", "cam_R", "cam_t", "focal",
-             "center", "fixed_transl", "weak", "squared", "weight", "eps")
-    defaults = dict(cam_R=None, cam_t=None, focal=None, center=None, fixed_transl=None, weak=False, squared=False,
-                    weight=1.0, eps=1e-3)
-    vals = {**defaults, **dict(zip(names, args)), **kwargs}
-    ordered = [vals[k] for k in names]
+    bound = inspect.signature(point_normal_equations).bind(*args, **kwargs)
+    bound.apply_defaults()
+    ordered = list(bound.arguments.values())
     _check(*ordered[:18])
     return _launch(*ordered, team=(threads, lanes))

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from ..ops.point_normal_equations import subtree_matrix
 from ..fitting.lm import LMOptions, levenberg_marquardt
 from ..fitting.priors import shape_bound, shape_bound_residuals
 from ..geometry import MIN_DEPTH, Camera, PerspectiveCamera, WeakPerspectiveCamera
@@ -139,13 +140,7 @@ class RefineProblem:
         self.J, self.S, self.n = J, S, 3 * J + S + 3
         self.weak = isinstance(camera, WeakPerspectiveCamera)
         parents = grid.parents.tolist()
-        D = torch.zeros(J, J, dtype=self.dtype)
-        for j in range(J):  # D[k, j] = 1 when j is in the subtree of k (k itself included)
-            k = j
-            while k >= 0:
-                D[k, j] = 1
-                k = parents[k]
-        self.D = D.to(self.device)
+        self.D = subtree_matrix(grid.parents, self.dtype)  # D[k, j] = 1 when j is in k's subtree
         self.parent_index = torch.tensor([max(p, 0) for p in parents], device=self.device)
         self.is_root = torch.tensor([p < 0 for p in parents], device=self.device)
         if not self.weak:

@@ -59,6 +59,28 @@ def finite_means(per_sample: Dict[str, list]) -> Tuple[Dict[str, float], Dict[st
     return mean, num_nan
 
 
+def evaluate_per_sample(model: torch.nn.Module, ds, name: str, n: int, batch_size: int, units: Mapping[str, str],
+                        score) -> Dict[str, object]:
+    """The first ``n`` items of ``ds`` in batches of ``batch_size`` through ``score(items) -> {metric: per-sample
+    list}``, without gradients and with ``model`` in eval mode (its mode restored afterwards), as an
+    evaluation record ``{"split", "num", "sample_index", "per_sample", "mean", "units", "num_nan", "time_s"}``
+    (metrics in the order of ``units``)."""
+    per = {k: [] for k in units}
+    was = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            for s in range(0, n, batch_size):
+                for k, v in score([ds[i] for i in range(s, min(n, s + batch_size))]).items():
+                    per[k] += v
+    finally:
+        model.train(was)
+    mean, num_nan = finite_means(per)
+    return {"split": name, "num": n, "sample_index": list(range(n)), "per_sample": per, "mean": mean,
+            "units": dict(units), "num_nan": num_nan, "time_s": {"total": time.perf_counter() - t0}}
+
+
 def resolve_split(split_dir) -> tuple:
     """``(npz_path, image_root, name)`` of a split folder (or of an npz file inside one).
     A rig folder (:data:`RIG_FILE` only) is evaluated view by view: its views are written once as the

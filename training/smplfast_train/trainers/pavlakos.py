@@ -66,45 +66,34 @@ def evaluate_priors(model: torch.nn.Module, split_dir, *, max_samples: Optional[
     from smplfast.data import SPINDataset
 
     from ..eval.metrics import MESH_METRICS, METRIC_UNITS, load_eval_models, mesh_metrics, pred_body
-    from ..eval.runner import finite_means, resolve_split
+    from ..eval.runner import evaluate_per_sample, resolve_split
 
     npz, root, name = resolve_split(split_dir)
     ds = SPINDataset(npz, root, is_train=False, img_res=images_res or 64, load_masks=not images_res)
     n = len(ds) if not max_samples else min(len(ds), int(max_samples))
     if models is None:
         models = load_eval_models(device=device, keypoints_2d=False)
-    keys = ("pve_model", "pve_model_gt_shape") + tuple(MESH_METRICS)
-    per = {k: [] for k in keys}
-    was = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    try:
-        for s in range(0, n, batch_size):
-            items = [ds[i] for i in range(s, min(n, s + batch_size))]
-            gt_pose = torch.stack([torch.as_tensor(it["pose"]) for it in items]).double()
-            gt_betas = torch.stack([torch.as_tensor(it["betas"]) for it in items]).double()
-            gender = [int(it["gender"]) for it in items]
-            with torch.no_grad():
-                if images_res:
-                    pose, betas, _ = model(images=torch.stack([torch.as_tensor(it["img"]) for it in items]).to(device))
-                else:
-                    inp = prior_eval_inputs(items)
-                    pose, betas = model(inp["keypoints"].to(device), inp["silhouette"].to(device))
-            B = pose.shape[0]
-            rotmat = axis_angle_to_matrix(pose.double().reshape(B, 24, 3))
-            m = mesh_metrics(rotmat, betas.double(), gt_pose, gt_betas, gender, models, return_bodies=True)
-            pv, gv = m["pred_vertices"], m["gt_vertices"]
-            per["pve_model"] += ((pv - gv).norm(dim=-1).mean(1) * 1000.0).tolist()
-            pv_gt_shape, _ = pred_body(rotmat, gt_betas, models)
-            per["pve_model_gt_shape"] += ((pv_gt_shape - gv).norm(dim=-1).mean(1) * 1000.0).tolist()
-            for k in MESH_METRICS:
-                per[k] += m[k].tolist()
-    finally:
-        model.train(was)
-    units = {**{k: METRIC_UNITS.get(k, "") for k in MESH_METRICS}, "pve_model": "mm", "pve_model_gt_shape": "mm"}
-    mean, num_nan = finite_means(per)
-    return {"split": name, "num": n, "sample_index": list(range(n)), "per_sample": per, "mean": mean, "units": units,
-            "num_nan": num_nan, "time_s": {"total": time.perf_counter() - t0}}
+    units = {"pve_model": "mm", "pve_model_gt_shape": "mm", **{k: METRIC_UNITS.get(k, "") for k in MESH_METRICS}}
+
+    def score(items):
+        gt_pose = torch.stack([torch.as_tensor(it["pose"]) for it in items]).double()
+        gt_betas = torch.stack([torch.as_tensor(it["betas"]) for it in items]).double()
+        gender = [int(it["gender"]) for it in items]
+        if images_res:
+            pose, betas, _ = model(images=torch.stack([torch.as_tensor(it["img"]) for it in items]).to(device))
+        else:
+            inp = prior_eval_inputs(items)
+            pose, betas = model(inp["keypoints"].to(device), inp["silhouette"].to(device))
+        B = pose.shape[0]
+        rotmat = axis_angle_to_matrix(pose.double().reshape(B, 24, 3))
+        m = mesh_metrics(rotmat, betas.double(), gt_pose, gt_betas, gender, models, return_bodies=True)
+        pv, gv = m["pred_vertices"], m["gt_vertices"]
+        pv_gt_shape, _ = pred_body(rotmat, gt_betas, models)
+        return {"pve_model": ((pv - gv).norm(dim=-1).mean(1) * 1000.0).tolist(),
+                "pve_model_gt_shape": ((pv_gt_shape - gv).norm(dim=-1).mean(1) * 1000.0).tolist(),
+                **{k: m[k].tolist() for k in MESH_METRICS}}
+
+    return evaluate_per_sample(model, ds, name, n, batch_size, units, score)
 
 
 class PavlakosPriorsTrainer(Trainer):

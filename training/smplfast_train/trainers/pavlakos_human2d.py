@@ -86,41 +86,33 @@ def evaluate_human2d(model: torch.nn.Module, split_dir, *, in_res: int, max_samp
                      batch_size: int = 16, device="cpu") -> Dict[str, object]:
     """Human2D on a split folder (module docstring): ``{"split", "num", "sample_index", "per_sample",
     "mean", "units", "num_nan", "time_s"}``."""
-    from ..eval.runner import finite_means, resolve_split
+    from ..eval.runner import evaluate_per_sample, resolve_split
 
     npz, root, name = resolve_split(split_dir)
     ds = SPINDataset(npz, root, is_train=False, img_res=in_res, load_masks=True)
     n = len(ds) if not max_samples else min(len(ds), int(max_samples))
     keys = tuple(f"pck_{a}" for a in PCK_THRESHOLDS) + ("sil_iou", "fb_acc", "fb_f1")
-    per = {k: [] for k in keys}
-    was = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    try:
-        for s in range(0, n, batch_size):
-            items = [ds[i] for i in range(s, min(n, s + batch_size))]
-            img = torch.stack([it["img"] for it in items]).to(device)
-            gt = annotated_keypoints(torch.stack([it["keypoints"] for it in items])).to(device)
-            mask = torch.stack([it["mask"] for it in items]).to(device)
-            with torch.no_grad():
-                last = model(img)[-1]
-            kp = extract_keypoints(last.heatmaps.float(), "argmax")
-            counted = (gt[..., 2] > 0) & (gt[..., :2].abs() <= 1).all(-1)
-            # crop side = 2 normalised units
-            dist = (kp[..., :2] - gt[..., :2]).norm(dim=-1) / 2.0
-            num = counted.sum(1).double()
-            for a in PCK_THRESHOLDS:
-                hit = ((dist <= a) & counted).sum(1).double()
-                per[f"pck_{a}"] += torch.where(num > 0, hit / num.clamp(min=1), torch.full_like(num, float("nan"))).tolist()
-            prob = F.interpolate(silhouette_from_logits(last.silhouette.float()), size=mask.shape[-2:], mode="bilinear",
-                                 align_corners=False)[:, 0]
-            for k, v in _silhouette_scores(prob >= 0.5, mask.bool()).items():
-                per[k] += v.tolist()
-    finally:
-        model.train(was)
-    mean, num_nan = finite_means(per)
-    return {"split": name, "num": n, "sample_index": list(range(n)), "per_sample": per, "mean": mean,
-            "units": {k: "fraction" for k in keys}, "num_nan": num_nan, "time_s": {"total": time.perf_counter() - t0}}
+
+    def score(items):
+        img = torch.stack([it["img"] for it in items]).to(device)
+        gt = annotated_keypoints(torch.stack([it["keypoints"] for it in items])).to(device)
+        mask = torch.stack([it["mask"] for it in items]).to(device)
+        last = model(img)[-1]
+        kp = extract_keypoints(last.heatmaps.float(), "argmax")
+        counted = (gt[..., 2] > 0) & (gt[..., :2].abs() <= 1).all(-1)
+        # crop side = 2 normalised units
+        dist = (kp[..., :2] - gt[..., :2]).norm(dim=-1) / 2.0
+        num = counted.sum(1).double()
+        out = {}
+        for a in PCK_THRESHOLDS:
+            hit = ((dist <= a) & counted).sum(1).double()
+            out[f"pck_{a}"] = torch.where(num > 0, hit / num.clamp(min=1), torch.full_like(num, float("nan"))).tolist()
+        prob = F.interpolate(silhouette_from_logits(last.silhouette.float()), size=mask.shape[-2:], mode="bilinear",
+                             align_corners=False)[:, 0]
+        out.update({k: v.tolist() for k, v in _silhouette_scores(prob >= 0.5, mask.bool()).items()})
+        return out
+
+    return evaluate_per_sample(model, ds, name, n, batch_size, {k: "fraction" for k in keys}, score)
 
 
 def human2d_batch_loss(net, batch: dict, cfg, device) -> Tuple[torch.Tensor, Dict[str, float]]:

@@ -189,6 +189,12 @@ def test_empty_batch_and_bad_arguments(fitter_model):
         run(body_col=30)
     with pytest.raises(ValueError, match="sigma"):
         run(sigma=float("nan"))
+    nan_x = x0.clone()
+    nan_x[1, 7] = float("nan")
+    with pytest.raises(ValueError, match="x0 contains NaN"):
+        run(nan_x)
+    x, obj, it, conv = run(nan_x, active=torch.tensor([True, False]), max_iters=3)  # inactive: kept as given
+    assert torch.isnan(x[1, 7]) and torch.isnan(obj[1]) and it[1] == 0 and not conv[1] and torch.isfinite(obj[0])
     with pytest.raises(TypeError, match="fused"):
         SMPLify(model=fitter_model, fused="yes")
 

@@ -146,6 +146,11 @@ def _launch(model, has_pose_blend, x0, base, cols, cam_rot, cam_transl, focal, c
                lambda: _check_indices(OP, parents, lbs_idx, model[8], regressor_col, S))
     if value_checks_enabled(x0.device):  # always on the CPU
         _check_cols(cols, n)
+        # A non-finite start would make every step fail and the sample "stall" with a NaN objective.
+        live = x0 if active is None else x0[active]
+        if not bool(torch.isfinite(live).all()):
+            raise ValueError(f"{OP}: x0 contains NaN or Inf in an active sample; a fit must start from finite "
+                             "parameters (mark the sample inactive instead)")
     else:
         check_once(f"{OP}:cols:n={n}", (cols,), lambda: _check_cols(cols, n))
     outs = _outputs_like(x0)
@@ -268,7 +273,8 @@ def lm_fit(model, x0: Tensor, *, base: Tensor, cols: Tensor, cam_rot: Tensor, ca
 
     Args:
         model: a :class:`~smplfast.fitting.KeypointModel` (J joints, nb betas, Nk keypoints; P = 3 J + nb + 3).
-        x0: (B, n) starting parameters.
+        x0: (B, n) starting parameters, finite for every active sample (checked on the CPU, and on CUDA
+            inside :func:`smplfast.ops.value_checks`).
         base: (B, V, P) the kernel inputs [pose (joint-major axis-angle), betas, transl] of each view;
             cols: (V, P) int32, the x column each kernel column reads (-1: from base). Within a view no
             two kernel columns may read the same x column.
